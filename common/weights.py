@@ -1,0 +1,89 @@
+"""The canonical weight layout shared by every framework, its initializer and its file format.
+
+Canonical means PyTorch's layout, float32: conv kernels OIHW, dense matrices (out, in), and the
+400 inputs of fc1 in C,H,W flatten order. Backends convert to and from this layout; nothing else
+crosses a framework boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from common import spec
+from common.files import atomic_write
+
+Weights = Dict[str, np.ndarray]
+DTYPE = np.float32
+
+
+class WeightsError(ValueError):
+    """A weights file or dict that does not match the canonical layout."""
+
+
+def init_weights(seed: int, variant: str = "classic") -> Weights:
+    """Xavier-uniform (Glorot) kernels and zero biases, from a seeded NumPy generator.
+
+    The bound is sqrt(6 / (fan_in + fan_out)), where a conv's fans include its receptive field
+    (in*k*k, out*k*k), as in torch.nn.init.xavier_uniform_ and Keras's glorot_uniform.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in spec.param_shapes(variant).items():
+        if name.endswith(".bias"):
+            weights[name] = np.zeros(shape, DTYPE)
+            continue
+        receptive_field = int(np.prod(shape[2:]))
+        fan_out, fan_in = shape[0] * receptive_field, shape[1] * receptive_field
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        weights[name] = rng.uniform(-bound, bound, size=shape).astype(DTYPE)
+    return weights
+
+
+def check_weights(weights: Weights, variant: str = "classic", source: str = "weights") -> Weights:
+    """Return the weights as float32 arrays if names, shapes and dtypes are canonical; else raise."""
+    expected = spec.param_shapes(variant)
+    missing = [name for name in expected if name not in weights]
+    unexpected = [name for name in weights if name not in expected]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: tensor names do not match the canonical LeNet layout"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {unexpected}" if unexpected else "")
+            + f". Expected exactly {list(expected)}."
+        )
+    checked = {}
+    for name, shape in expected.items():
+        array = np.asarray(weights[name])
+        if array.shape != shape:
+            raise WeightsError(f"{source}: {name} has shape {array.shape}, expected {shape} (canonical OIHW / (out, in)).")
+        if array.dtype != DTYPE:
+            raise WeightsError(f"{source}: {name} has dtype {array.dtype}, expected float32.")
+        checked[name] = array
+    return checked
+
+
+def save_weights(weights: Weights, path: str | os.PathLike, variant: str = "classic") -> Path:
+    """Write canonical weights to an .npz file, atomically."""
+    checked = check_weights(weights, variant)
+    return atomic_write(path, lambda f: np.savez(f, **checked))
+
+
+def load_weights(path: str | os.PathLike, variant: str = "classic") -> Weights:
+    """Read and check a canonical .npz weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file. Write one with common.weights.save_weights.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            weights = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        raise WeightsError(
+            f"{path}: not a readable .npz weights file ({err}). It is damaged or of another format; "
+            "write it again with common.weights.save_weights."
+        ) from None
+    return check_weights(weights, variant, source=str(path))

@@ -1,0 +1,47 @@
+"""The four backends. Each is a module with the same names (see common.interface.Backend).
+
+Import one at a time: frameworks fight inside one process (threads, GPU memory, import order),
+which is why the comparison harness runs each in its own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from common.interface import missing_names
+
+BACKENDS = ("pytorch", "tensorflow", "jax", "mxnet")
+
+
+class BackendUnavailable(ImportError):
+    """A backend whose framework cannot be imported here."""
+
+
+def get_backend(name: str) -> ModuleType:
+    """Import frameworks.<name> and check it provides the whole interface."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    try:
+        module = importlib.import_module(f"frameworks.{name}")
+    except ImportError as err:
+        raise BackendUnavailable(
+            f"backend {name!r} cannot be imported ({err}). Install its tested versions with "
+            f"`pip install -r requirements/{name}.txt`, or run it in its tox env: `tox -e {name}`."
+        ) from err
+    missing = missing_names(module)
+    if missing:
+        raise TypeError(f"frameworks.{name} does not implement {missing}")
+    return module
+
+
+def available_backends() -> list[str]:
+    """The backends whose framework imports in this interpreter."""
+    available = []
+    for name in BACKENDS:
+        try:
+            get_backend(name)
+        except BackendUnavailable:
+            continue
+        available.append(name)
+    return available

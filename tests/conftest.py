@@ -1,0 +1,56 @@
+"""Shared fixtures: one backend at a time, real data when present, reproducible random tensors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from common import spec
+from common.data import DataError, load_fashion_mnist
+from common.weights import init_weights
+from frameworks import BACKENDS, BackendUnavailable, get_backend
+
+# Set by tox ({env_name}): in a framework's own env that framework must import. A broken install
+# there fails the run loudly instead of quietly skipping every test.
+REQUIRED_BACKEND = os.environ.get("LENET_REQUIRED_BACKEND")
+
+
+def pytest_sessionstart(session):
+    if REQUIRED_BACKEND in BACKENDS:
+        try:
+            get_backend(REQUIRED_BACKEND)
+        except BackendUnavailable as err:
+            raise pytest.UsageError(f"the {REQUIRED_BACKEND} env must be able to import its framework: {err}")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request):
+    try:
+        return get_backend(request.param)
+    except BackendUnavailable as err:
+        pytest.skip(f"{request.param} not installed in this env: {err.__cause__}")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The real data, cut to quick subsets; skips (with the reason) when the files are absent."""
+    try:
+        return load_fashion_mnist(download=False, train_subset=4096, test_subset=1000)
+    except DataError as err:
+        pytest.skip(f"real Fashion-MNIST not available: {err}")
+
+
+def random_weights(seed: int = 1):
+    """Non-symmetric weights with nonzero biases: a transposed or mis-permuted tensor shows."""
+    rng = np.random.default_rng(seed)
+    weights = init_weights(seed)
+    return {name: (w + rng.normal(0, 0.2, w.shape)).astype(np.float32) for name, w in weights.items()}
+
+
+def random_batch(n: int = 16, seed: int = 2):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *spec.INPUT_SHAPE), dtype=np.float32)
+    y = rng.integers(0, spec.NUM_CLASSES, n)
+    return x, y
