@@ -48,6 +48,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, data, config: TrainConfig):
         self.model = model
+        torch.manual_seed(config.seed)  # dropout masks (modern variant) come from torch's global generator
         device = _device(model)
         self.images = torch.from_numpy(data.train_images).to(device)
         self.labels = torch.from_numpy(data.train_labels).to(device)
@@ -83,5 +84,4 @@ def make_trainer(model: torch.nn.Module, data, config: TrainConfig) -> Trainer:
 
 
 def train(model: torch.nn.Module, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
-    torch.manual_seed(config.seed)  # the modern variant's dropout masks
     return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
