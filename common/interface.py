@@ -143,16 +143,31 @@ def canonical_shape(native_shape: Sequence[int], data_format: str) -> tuple[int,
     return shape
 
 
-def rows_match_spec(rows: Iterable[LayerRow], variant: str) -> list[str]:
-    """Differences between a measured summary and the spec; empty when they agree."""
+def shape_mismatches(rows: Iterable[LayerRow], variant: str) -> list[str]:
+    """Where a measured summary's layer names or canonical shapes differ from the spec."""
     rows = list(rows)
     expected = spec.layers(variant)
     problems = []
     if [r.name for r in rows] != [layer.name for layer in expected]:
         problems.append(f"layer names {[r.name for r in rows]} != {[layer.name for layer in expected]}")
-    for row, layer in zip(rows, expected):
-        if tuple(row.shape) != layer.output_shape:
-            problems.append(f"{row.name}: shape {tuple(row.shape)} != {layer.output_shape}")
-        if row.params != layer.param_count:
-            problems.append(f"{row.name}: {row.params} parameters != {layer.param_count}")
+    problems += [
+        f"{row.name}: shape {tuple(row.shape)} != {layer.output_shape}"
+        for row, layer in zip(rows, expected)
+        if tuple(row.shape) != layer.output_shape
+    ]
     return problems
+
+
+def param_mismatches(rows: Iterable[LayerRow], variant: str) -> list[str]:
+    """Where a measured summary's per-layer parameter counts differ from the spec."""
+    return [
+        f"{row.name}: {row.params} parameters != {layer.param_count}"
+        for row, layer in zip(rows, spec.layers(variant))
+        if row.params != layer.param_count
+    ]
+
+
+def rows_match_spec(rows: Iterable[LayerRow], variant: str) -> list[str]:
+    """Differences between a measured summary and the spec; empty when they agree."""
+    rows = list(rows)
+    return shape_mismatches(rows, variant) + param_mismatches(rows, variant)
