@@ -10,6 +10,7 @@ import sys
 from types import ModuleType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -133,5 +134,5 @@ def main(backend: ModuleType, argv: list[str] | None = None) -> None:
     try:
         (run_summary if args.command == "summary" else run_training)(backend, args, console)
     except (DataError, WeightsError, TrainingDiverged, DeviceUnavailable) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")  # escape: messages may hold [brackets]
         sys.exit(1)

@@ -205,7 +205,9 @@ def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: 
                 checks += parity.probe_checks(name, dict(probe_results), initial, probe_x, probe_y, variant)
             checks.append(parity.loss_checks(name, result["probe_loss"], initial, probe_x, probe_y, variant))
         frameworks[name] = entry
-    deterministic = variant == "classic"  # dropout masks differ between frameworks
+    # Exact agreement is expected only without dropout (its masks differ between frameworks) and with
+    # plain SGD (Keras and MXNet add Adam's eps before the bias correction, PyTorch and optax after).
+    deterministic = variant == "classic" and options.config["optimizer"] == "sgd"
     for seed in options.seeds:
         finished = {name: runs[name][seed] for name in runs if runs[name][seed]["status"] == "ok"}
         for item in parity.training_checks(finished, deterministic):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import reference, spec
-from common.data import batch_order, scale_images
+from common.data import FashionMNIST, batch_order, scale_images
 from common.interface import TrainConfig, missing_names, rows_match_spec
 from common.training import step_losses
 from common.weights import init_weights
@@ -83,6 +83,7 @@ def test_forward_depends_on_flatten_order(backend):
     backend.set_weights(model, weights)
     x, _ = random_batch()
     expected = backend.forward(model, x)
+    assert np.max(np.abs(expected - reference.forward(weights, x))) <= FORWARD_TOL
     hwc = weights["fc1.weight"].reshape(120, 16, 5, 5).transpose(0, 2, 3, 1).reshape(120, 400)
     backend.set_weights(model, {**weights, "fc1.weight": np.ascontiguousarray(hwc)})
     assert np.max(np.abs(backend.forward(model, x) - expected)) > 100 * FORWARD_TOL
@@ -115,15 +116,22 @@ def test_evaluate_matches_reference(backend):
 
 
 def test_first_sgd_steps_match_reference(backend, fashion_mnist):
-    """Three plain-SGD updates from the same start equal the oracle's, step by step."""
-    config = TrainConfig(batch_size=32, lr=0.5, seed=3)
+    """Plain-SGD updates from the same start equal the oracle's, step by step.
+
+    224 examples in batches of 128 give a full batch, a partial one of 96, then the next epoch:
+    the partial batch must be an update on the mean loss of its 96 examples too.
+    """
+    data = FashionMNIST(fashion_mnist.train_images[:224], fashion_mnist.train_labels[:224], fashion_mnist.test_images, fashion_mnist.test_labels)
+    config = TrainConfig(batch_size=128, lr=0.5, seed=3)
     model = backend.build()
     weights = random_weights()
     backend.set_weights(model, weights)
-    losses = step_losses(backend.make_trainer(model, fashion_mnist, config), fashion_mnist, config, steps=3)
+    losses = step_losses(backend.make_trainer(model, data, config), data, config, steps=3)
     expected, w = [], {k: v.astype(np.float64) for k, v in weights.items()}
-    for indices in batch_order(len(fashion_mnist.train_labels), 32, 3, 0)[:3]:
-        loss, grads = reference.loss_and_grads(w, scale_images(fashion_mnist.train_images[indices]), fashion_mnist.train_labels[indices])
+    batches = batch_order(224, 128, 3, 0) + batch_order(224, 128, 3, 1)[:1]
+    assert [len(b) for b in batches] == [128, 96, 128]
+    for indices in batches:
+        loss, grads = reference.loss_and_grads(w, scale_images(data.train_images[indices]), data.train_labels[indices])
         expected.append(loss)
         w = {k: w[k] - 0.5 * grads[k] for k in w}
     np.testing.assert_allclose(losses, expected, rtol=1e-4)

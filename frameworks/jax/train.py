@@ -1,0 +1,119 @@
+"""Forward, gradients, evaluation and the training step in JAX (Flax NNX + optax)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from common import training
+from common.interface import TrainConfig
+from common.weights import Weights
+from frameworks.jax.convert import to_canonical
+from frameworks.jax.model import LeNet, model_device, nhwc
+
+
+def _loss(model: LeNet, x: jax.Array, y: jax.Array):
+    """Mean cross-entropy over the batch, and the logits. optax's loss is per example: .mean() it."""
+    logits = model(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+# nnx.jit is the simple way to compile a function of a module; fine for calls made a few times
+# per epoch. The per-batch training step below uses plain jax.jit instead (see _train_step).
+@nnx.jit
+def _logits(model: LeNet, x_nchw: jax.Array) -> jax.Array:
+    return model(nhwc(x_nchw))  # built with dropout off: eval mode
+
+
+@nnx.jit
+def _loss_and_grads(model: LeNet, x_nchw: jax.Array, y: jax.Array):
+    (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, nhwc(x_nchw), y)
+    return loss, grads
+
+
+def forward(model: LeNet, x: np.ndarray) -> np.ndarray:
+    return np.asarray(_logits(model, jax.device_put(np.asarray(x, np.float32), model_device(model))))
+
+
+def loss_and_grads(model: LeNet, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    device = model_device(model)
+    loss, grads = _loss_and_grads(model, jax.device_put(np.asarray(x, np.float32), device), jax.device_put(np.asarray(y, np.int32), device))
+    return float(loss), to_canonical(grads, model.variant)
+
+
+def evaluate(model: LeNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Every hyperparameter spelled out; optax's Adam adds eps outside the square root (eps_root=0), as PyTorch does."""
+    if config.optimizer == "sgd":
+        return optax.sgd(config.lr, momentum=None, nesterov=False)
+    return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=config.eps, eps_root=0.0)
+
+
+# Flax's "functional training loop": split the module and optimizer into a static graph
+# definition and a pytree of arrays, and jit a pure function of the arrays. nnx.jit would walk
+# the Python object graph on every call, which costs more than this small model's whole step on a
+# CPU. The state and running totals are donated: XLA updates their buffers in place.
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _train_step(graphdef, state, totals, images, labels, batch_indices):
+    model, optimizer = nnx.merge(graphdef, state)
+    x = images[batch_indices].astype(jnp.float32) / 255  # as common.data.scale_images
+    y = labels[batch_indices]
+    (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
+    optimizer.update(model, grads)
+    loss_sum, correct = totals
+    totals = (loss_sum + loss * len(batch_indices), correct + jnp.sum(logits.argmax(axis=1) == y))
+    return nnx.state((model, optimizer)), totals, loss
+
+
+def _zero_totals(device):
+    return jax.device_put((np.float32(0), np.int32(0)), device)
+
+
+class Trainer:
+    """The training set lives on the model's device as uint8 N,H,W,C; each step gathers and scales a batch.
+
+    The trainer works on its own copy of the model's arrays (the step donates them) and writes the
+    current weights back into the model in epoch_totals.
+    """
+
+    def __init__(self, model: LeNet, data, config: TrainConfig):
+        self.model = model
+        self.device = model_device(model)
+        # A copy with dropout switched on (the classic variant has none to switch).
+        train_model = nnx.view(nnx.clone(model), deterministic=False, raise_if_not_found=False)
+        nnx.reseed(train_model, dropout=config.seed)  # dropout masks come from config.seed, nothing else
+        optimizer = nnx.Optimizer(train_model, make_optimizer(config), wrt=nnx.Param)
+        self.graphdef, state = nnx.split((train_model, optimizer))
+        self.state = jax.tree.map(jnp.copy, state)  # own buffers, so donating them leaves `model` intact
+        self.images = jax.device_put(nhwc(data.train_images[:, None]), self.device)
+        self.labels = jax.device_put(data.train_labels.astype(np.int32), self.device)
+        # Running totals stay on the device: reading them every step would wait on it every step.
+        self.totals = _zero_totals(self.device)
+
+    def step(self, batch_indices: np.ndarray) -> jax.Array:
+        self.state, self.totals, loss = _train_step(
+            self.graphdef, self.state, self.totals, self.images, self.labels, batch_indices.astype(np.int32)
+        )
+        return loss
+
+    def epoch_totals(self) -> tuple[float, int]:
+        loss_sum, correct = jax.device_get(self.totals)
+        self.totals = _zero_totals(self.device)
+        nnx.update(self.model, jax.tree.map(jnp.copy, nnx.filter_state(self.state[0], nnx.Param)))
+        return float(loss_sum), int(correct)
+
+
+def make_trainer(model: LeNet, data, config: TrainConfig) -> Trainer:
+    return Trainer(model, data, config)
+
+
+def train(model: LeNet, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
+    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
