@@ -1,0 +1,137 @@
+"""Forward, gradients, evaluation and the training step in Keras on TensorFlow."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common import training
+from common.interface import TrainConfig
+from common.weights import Weights
+from frameworks.tensorflow.convert import to_canonical
+from frameworks.tensorflow.model import model_device, to_nhwc
+
+# Softmax cross-entropy on raw logits with integer labels; Keras's default reduction
+# ("sum_over_batch_size") is the mean over the batch, as in PyTorch's F.cross_entropy.
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+# Pixel value -> float32 in [0, 1]. TensorFlow's graph optimizer (and XLA) rewrite x / 255 as
+# x * (1/255), which is one ulp off for 126 of the 256 values; looking the quotients up in a
+# table divided once by NumPy keeps every input bit-identical to common.data.scale_images.
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def _logits(model: keras.Model, x: np.ndarray) -> tf.Tensor:
+    return model(tf.constant(to_nhwc(np.asarray(x, np.float32))), training=False)  # dropout off
+
+
+def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    with tf.device(model_device(model)):
+        return _logits(model, x).numpy()
+
+
+def loss_and_grads(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    variables = model.trainable_variables
+    with tf.device(model_device(model)):
+        with tf.GradientTape() as tape:
+            loss = LOSS(tf.constant(y, tf.int32), _logits(model, x))
+        grads = tape.gradient(loss, variables)
+    return float(loss), to_canonical(model, {v.path: g.numpy() for v, g in zip(variables, grads)})
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Every hyperparameter from the config: Keras's defaults differ from the other frameworks'.
+
+    Keras's Adam epsilon defaults to 1e-7 (PyTorch, optax, MXNet: 1e-8). Keras also adds epsilon
+    to sqrt(v) before the bias correction (the Adam paper's "epsilon hat"), PyTorch after it, so
+    the same eps weighs sqrt(1 - beta2**t) times less in PyTorch: a difference only where
+    sqrt(v) is as small as eps (measured: per-epoch Adam losses within 1e-4 of PyTorch's).
+    """
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.0, nesterov=False, weight_decay=None)
+    return keras.optimizers.Adam(
+        learning_rate=config.lr, beta_1=config.beta1, beta_2=config.beta2, epsilon=config.eps, amsgrad=False, weight_decay=None
+    )
+
+
+def seed_dropout(model: keras.Model, seed: int) -> None:
+    """Restart every dropout layer's random stream at `seed`, so equal configs give equal runs.
+
+    Keras dropout draws its masks from the layer's own SeedGenerator, a [seed, counter] variable.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.seed_generator.state.assign([seed, 0])
+
+
+def pack_pixels(images: np.ndarray) -> tf.Tensor:
+    """uint8 images (N, H, W, C) as int32 words of 4 pixels each: the same bytes, reinterpreted.
+
+    TensorFlow has no GPU kernel to gather uint8 rows (it would silently gather on the CPU),
+    but has one for int32.
+    """
+    return tf.bitcast(tf.constant(images.reshape(len(images), -1, 4)), tf.int32)
+
+
+def unpack_pixels(words: tf.Tensor, image_shape) -> tf.Tensor:
+    return tf.reshape(tf.bitcast(words, tf.uint8), (-1, *image_shape))
+
+
+class Trainer:
+    """The training set lives on the model's device as uint8 NHWC; each step gathers and scales a batch."""
+
+    def __init__(self, model: keras.Model, data, config: TrainConfig):
+        self.model = model
+        self.variables = model.trainable_variables
+        self.device = model_device(model)
+        seed_dropout(model, config.seed)
+        with tf.device(self.device):
+            images = to_nhwc(data.train_images[:, None])
+            self.image_shape = images.shape[1:]
+            self.images = pack_pixels(images)
+            self.labels = tf.constant(data.train_labels, tf.int32)
+            self.pixel_values = tf.constant(PIXEL_VALUES)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(self.variables)
+            # Running totals stay on the device: reading them every step would wait on it every step.
+            self.loss_sum = tf.Variable(0.0)
+            self.correct = tf.Variable(0, dtype=tf.int64)
+        # A [None] signature traces once for every batch length (128, and the last 96). No XLA
+        # (jit_compile): on CPU it ran an epoch 4x slower than TensorFlow's oneDNN kernels
+        # (not yet measured on a GPU).
+        self._step = tf.function(self._train_step, input_signature=[tf.TensorSpec([None], tf.int64)])
+
+    def _train_step(self, batch_indices: tf.Tensor) -> tf.Tensor:
+        with tf.device(self.device):  # recorded in the traced graph, so every step runs there
+            pixels = unpack_pixels(tf.gather(self.images, batch_indices), self.image_shape)
+            x = tf.gather(self.pixel_values, tf.cast(pixels, tf.int32))
+            y = tf.gather(self.labels, batch_indices)
+            with tf.GradientTape() as tape:
+                logits = self.model(x, training=True)
+                loss = LOSS(y, logits)
+            self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
+            self.loss_sum.assign_add(loss * tf.cast(tf.size(batch_indices), tf.float32))
+            self.correct.assign_add(tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int64)))
+            return loss
+
+    def step(self, batch_indices: np.ndarray) -> tf.Tensor:
+        return self._step(batch_indices)
+
+    def epoch_totals(self) -> tuple[float, int]:
+        totals = float(self.loss_sum.numpy()), int(self.correct.numpy())
+        self.loss_sum.assign(0.0)
+        self.correct.assign(0)
+        return totals
+
+
+def make_trainer(model: keras.Model, data, config: TrainConfig) -> Trainer:
+    return Trainer(model, data, config)
+
+
+def train(model: keras.Model, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
+    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
