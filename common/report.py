@@ -22,20 +22,20 @@ DIFFERENCES = [
         "Data layout",
         "Keras and Flax convolve NHWC; the interface is canonical NCHW, so they transpose at the boundary.",
         {
-            "pytorch": "frameworks/pytorch/model.py::data_format (NCHW, nothing to do)",
-            "tensorflow": "frameworks/tensorflow/train.py::to_nhwc",
-            "jax": "frameworks/jax/train.py::to_nhwc",
-            "mxnet": "frameworks/mxnet/model.py::data_format (NCHW, nothing to do)",
+            "pytorch": "frameworks/pytorch/model.py::data_format (NCHW: nothing to do)",
+            "tensorflow": "frameworks/tensorflow/model.py::to_nhwc",
+            "jax": "frameworks/jax/model.py::to_nhwc",
+            "mxnet": "frameworks/mxnet/model.py::data_format (NCHW: nothing to do)",
         },
     ),
     (
         "Kernel layout",
         "Canonical OIHW conv kernels and (out, in) matrices become HWIO and (in, out) in Keras and Flax.",
         {
-            "pytorch": "frameworks/pytorch/convert.py::set_weights (identity)",
-            "tensorflow": "frameworks/tensorflow/convert.py::set_weights",
-            "jax": "frameworks/jax/convert.py::set_weights",
-            "mxnet": "frameworks/mxnet/convert.py::set_weights (same layout)",
+            "pytorch": "frameworks/pytorch/convert.py::set_weights (the canonical layout)",
+            "tensorflow": "frameworks/tensorflow/convert.py::_conv_kernel, _dense_kernel",
+            "jax": "frameworks/jax/convert.py::_to_flax",
+            "mxnet": "frameworks/mxnet/convert.py::canonical_params (same layout, other names)",
         },
     ),
     (
@@ -43,18 +43,18 @@ DIFFERENCES = [
         "NHWC frameworks flatten H,W,C; fc1's canonical columns are C,H,W, so they are permuted.",
         {
             "pytorch": "frameworks/pytorch/model.py::_LAYERS (nn.Flatten is C,H,W)",
-            "tensorflow": "frameworks/tensorflow/convert.py::set_weights / get_weights",
-            "jax": "frameworks/jax/convert.py::set_weights / get_weights",
-            "mxnet": "frameworks/mxnet/model.py::_LAYERS (Dense flattens C,H,W itself)",
+            "tensorflow": "frameworks/tensorflow/convert.py::_hwc_columns",
+            "jax": "frameworks/jax/convert.py::_to_flax",
+            "mxnet": "frameworks/mxnet/model.py::_LAYERS (Dense flattens C,H,W itself: no Flatten layer)",
         },
     ),
     (
         "Padding",
-        "'same' equals padding 2 only for a 5x5 kernel at stride 1; 'valid' is padding 0.",
+        "Keras and Flax spell padding 'same'/'valid'; 'same' equals padding 2 only for a 5x5 kernel at stride 1.",
         {
             "pytorch": "frameworks/pytorch/model.py::_LAYERS",
-            "tensorflow": "frameworks/tensorflow/model.py::_LAYERS",
-            "jax": "frameworks/jax/model.py::_LAYERS",
+            "tensorflow": "frameworks/tensorflow/model.py::_padding",
+            "jax": "frameworks/jax/model.py::flax_padding",
             "mxnet": "frameworks/mxnet/model.py::_LAYERS",
         },
     ),
@@ -62,28 +62,40 @@ DIFFERENCES = [
         "Initializer",
         "Defaults differ (PyTorch Kaiming-uniform, Keras Glorot-uniform, Flax LeCun-normal, Gluon Uniform(0.07)); "
         "parity runs start from the canonical weights instead.",
-        {name: f"frameworks/{name}/model.py::build" for name in ("pytorch", "tensorflow", "jax", "mxnet")},
+        {
+            "pytorch": "frameworks/pytorch/model.py::build",
+            "tensorflow": "frameworks/tensorflow/model.py::_INIT",
+            "jax": "frameworks/jax/model.py::XAVIER",
+            "mxnet": "frameworks/mxnet/model.py::GLOROT_UNIFORM",
+        },
     ),
     (
         "Loss",
         "Mean softmax cross-entropy on logits, spelled differently in each framework.",
         {
             "pytorch": "frameworks/pytorch/train.py::Trainer.step (F.cross_entropy)",
-            "tensorflow": "frameworks/tensorflow/train.py::make_loss (SparseCategoricalCrossentropy(from_logits=True))",
-            "jax": "frameworks/jax/train.py::cross_entropy (optax ...with_integer_labels().mean())",
-            "mxnet": "frameworks/mxnet/train.py::Trainer.step",
+            "tensorflow": "frameworks/tensorflow/train.py::LOSS (SparseCategoricalCrossentropy(from_logits=True))",
+            "jax": "frameworks/jax/train.py::_loss (optax softmax_cross_entropy_with_integer_labels, mean)",
+            "mxnet": "frameworks/mxnet/train.py::_CROSS_ENTROPY (per example; see step(batch_size))",
         },
     ),
     (
         "Optimizer defaults",
-        "Keras Adam's epsilon is 1e-7, the others' 1e-8: every hyperparameter is passed from the config.",
+        "Keras Adam's eps is 1e-7, the others' 1e-8, so every hyperparameter is passed from the config. Keras and MXNet "
+        "also add eps before Adam's bias correction, PyTorch and optax after: Adam runs agree closely, not exactly.",
         {name: f"frameworks/{name}/train.py::make_optimizer" for name in ("pytorch", "tensorflow", "jax", "mxnet")},
     ),
     (
         "Gluon step(batch_size)",
-        "gluon.Trainer.step(n) divides the gradient by n; combined with the loss reduction it must equal SGD on the mean loss, "
-        "also on the last, partial batch.",
+        "gluon.Trainer.step(n) divides the gradient by n; with a per-example loss and n = the batch's length each update is "
+        "SGD on the mean loss, also on the last, partial batch.",
         {"mxnet": "frameworks/mxnet/train.py::Trainer.step"},
+    ),
+    (
+        "Scaling by 255",
+        "TensorFlow's graph optimizer turns x / 255 into x * (1/255), one ulp off for half the pixel values; a lookup "
+        "table keeps inputs bit-identical to the other frameworks.",
+        {"tensorflow": "frameworks/tensorflow/train.py::PIXEL_VALUES"},
     ),
 ]
 

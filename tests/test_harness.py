@@ -126,8 +126,9 @@ def test_every_difference_points_at_real_code():
         for location in where.values():
             path, _, symbol = location.partition("::")
             source = (REPO / path).read_text()
-            name = re.split(r"[ .(/]", symbol.strip())[0]
-            assert re.search(rf"^\s*(def |class )?{name}\b", source, re.M), f"{title}: {location} not found"
+            for name in re.findall(r"^[\w.]+(?:, \w+)*", symbol.strip())[0].split(", "):
+                defined = name.split(".")[-1]
+                assert re.search(rf"^\s*(def |class )?{defined}\b", source, re.M), f"{title}: {location} not found"
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (apt-get install chromium)")

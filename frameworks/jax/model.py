@@ -12,7 +12,7 @@ from common import spec
 from common.interface import DeviceUnavailable, LayerRow, canonical_shape
 
 name = "jax"
-data_format = "NHWC"  # Flax convolves channels-last; nhwc() converts the canonical NCHW input
+data_format = "NHWC"  # Flax convolves channels-last; to_nhwc() converts the canonical NCHW input
 
 # The CPU wheels never see a GPU. Worded without brackets: the CLI prints errors through rich,
 # which would swallow the "[cuda12]" of the pip command as markup.
@@ -23,7 +23,7 @@ XAVIER = nnx.initializers.xavier_uniform()  # Flax's default kernel init is lecu
 PRECISION = "highest"
 
 
-def nhwc(x):
+def to_nhwc(x):
     """Canonical N,C,H,W -> Flax's N,H,W,C: the one layout conversion, for any input batch."""
     return x.transpose(0, 2, 3, 1)
 
@@ -145,7 +145,7 @@ def _native_kind(layer) -> str:
 
 def layer_summary(model: LeNet) -> list[LayerRow]:
     """Push one dummy image through each layer of the real model and record what comes out."""
-    x = jax.device_put(nhwc(np.zeros((1, *spec.INPUT_SHAPE), np.float32)), model_device(model))
+    x = jax.device_put(to_nhwc(np.zeros((1, *spec.INPUT_SHAPE), np.float32)), model_device(model))
     rows = []
     for layer_name, layer in model.layers():
         x = layer(x)

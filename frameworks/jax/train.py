@@ -14,7 +14,7 @@ from common import training
 from common.interface import TrainConfig
 from common.weights import Weights
 from frameworks.jax.convert import to_canonical
-from frameworks.jax.model import LeNet, model_device, nhwc
+from frameworks.jax.model import LeNet, model_device, to_nhwc
 
 
 def _loss(model: LeNet, x: jax.Array, y: jax.Array):
@@ -27,12 +27,12 @@ def _loss(model: LeNet, x: jax.Array, y: jax.Array):
 # per epoch. The per-batch training step below uses plain jax.jit instead (see _train_step).
 @nnx.jit
 def _logits(model: LeNet, x_nchw: jax.Array) -> jax.Array:
-    return model(nhwc(x_nchw))  # built with dropout off: eval mode
+    return model(to_nhwc(x_nchw))  # built with dropout off: eval mode
 
 
 @nnx.jit
 def _loss_and_grads(model: LeNet, x_nchw: jax.Array, y: jax.Array):
-    (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, nhwc(x_nchw), y)
+    (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, to_nhwc(x_nchw), y)
     return loss, grads
 
 
@@ -93,7 +93,7 @@ class Trainer:
         optimizer = nnx.Optimizer(train_model, make_optimizer(config), wrt=nnx.Param)
         self.graphdef, state = nnx.split((train_model, optimizer))
         self.state = jax.tree.map(jnp.copy, state)  # own buffers, so donating them leaves `model` intact
-        self.images = jax.device_put(nhwc(data.train_images[:, None]), self.device)
+        self.images = jax.device_put(to_nhwc(data.train_images[:, None]), self.device)
         self.labels = jax.device_put(data.train_labels.astype(np.int32), self.device)
         # Running totals stay on the device: reading them every step would wait on it every step.
         self.totals = _zero_totals(self.device)
