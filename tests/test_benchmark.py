@@ -1,0 +1,36 @@
+"""The speed benchmark runs and reports; it asserts no speed (figures belong in its output)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import train_speed
+from benchmarks.measure import measure
+from common.data import DataError, load_fashion_mnist
+
+
+def test_peak_is_computed_from_the_cpu():
+    peak = train_speed.cpu_peak_flops()
+    assert peak["cores"] >= 1 and peak["fp32_lanes"] in (4, 8, 16)
+    assert peak["gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_lanes"] * 2 * peak["fma_units"])
+
+
+def test_table_shows_the_ratio_and_failures():
+    results = [
+        dict(framework="x", loop="trainer", images_per_second=3000.0, epoch_seconds=20.0, warmup_seconds=1.0, peak_rss_mb=500.0),
+        dict(framework="x", loop="tutorial", images_per_second=2000.0, epoch_seconds=30.0, warmup_seconds=0.5, peak_rss_mb=400.0),
+        dict(framework="y", loop="trainer", error="ImportError: no y"),
+    ]
+    text = train_speed.table(results, peak_gflops=100.0)
+    assert "| x | trainer | 3,000 | 20.00 | 1.00 | 500 | 6.8 | 1.50x |" in text
+    assert "failed: ImportError: no y" in text
+
+
+@pytest.mark.parametrize("loop", ["trainer", "tutorial"])
+def test_measure_runs_both_loops(backend, loop):
+    try:
+        load_fashion_mnist(download=False, train_subset=1, test_subset=1)
+    except DataError as err:
+        pytest.skip(f"real Fashion-MNIST not available: {err}")
+    result = measure(backend.name, loop)
+    assert result["images_per_second"] > 0 and result["warmup_seconds"] > 0 and result["peak_rss_mb"] > 0
