@@ -1,10 +1,9 @@
 """The Flax tutorial way: an nnx.jit step per batch, each batch fed from NumPy, the loss read every batch."""
 
-import numpy as np
 import optax
 from flax import nnx
 
-from common.data import scale_images
+from common.data import batch_order, scale_images
 from frameworks.jax.model import to_nhwc
 
 
@@ -18,14 +17,7 @@ def train_step(model, optimizer, x, y):
     return loss
 
 
-def train_epoch(model, data, config, max_batches=None) -> int:
+def train_epoch(model, data, config, max_batches=None) -> None:
     optimizer = nnx.Optimizer(model, optax.sgd(config.lr), wrt=nnx.Param)
-    order = np.random.default_rng(config.seed).permutation(len(data.train_labels))
-    seen = 0
-    for batch, start in enumerate(range(0, len(order), config.batch_size)):
-        if batch == max_batches:
-            break
-        indices = order[start : start + config.batch_size]
+    for indices in batch_order(len(data.train_labels), config.batch_size, config.seed, epoch=0)[:max_batches]:
         float(train_step(model, optimizer, to_nhwc(scale_images(data.train_images[indices])), data.train_labels[indices]))
-        seen += len(indices)
-    return seen

@@ -1,23 +1,17 @@
 """The d2l Gluon way: a hybridized net, NDArray batches from NumPy, trainer.step, asscalar every batch."""
 
 import mxnet as mx
-import numpy as np
 from mxnet import autograd, gluon
 
-from common.data import scale_images
+from common.data import batch_order, scale_images
 
 
-def train_epoch(model, data, config, max_batches=None) -> int:
+def train_epoch(model, data, config, max_batches=None) -> None:
     context = model.collect_params().list_ctx()[0]
     trainer = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": config.lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     model.hybridize()
-    order = np.random.default_rng(config.seed).permutation(len(data.train_labels))
-    seen = 0
-    for batch, start in enumerate(range(0, len(order), config.batch_size)):
-        if batch == max_batches:
-            break
-        indices = order[start : start + config.batch_size]
+    for indices in batch_order(len(data.train_labels), config.batch_size, config.seed, epoch=0)[:max_batches]:
         x = mx.nd.array(scale_images(data.train_images[indices]), ctx=context)
         y = mx.nd.array(data.train_labels[indices], ctx=context)
         with autograd.record():
@@ -25,5 +19,3 @@ def train_epoch(model, data, config, max_batches=None) -> int:
         loss.backward()
         trainer.step(len(indices))
         loss.mean().asscalar()
-        seen += len(indices)
-    return seen

@@ -7,11 +7,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.data import scale_images
 
 
-def train_epoch(model, data, config, max_batches=None) -> int:
+def train_epoch(model, data, config, max_batches=None) -> None:
     dataset = TensorDataset(torch.from_numpy(scale_images(data.train_images)), torch.from_numpy(data.train_labels))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     model.train()
-    seen = 0
     for batch, (x, y) in enumerate(DataLoader(dataset, batch_size=config.batch_size, shuffle=True)):
         if batch == max_batches:
             break
@@ -20,5 +19,3 @@ def train_epoch(model, data, config, max_batches=None) -> int:
         loss.backward()
         optimizer.step()
         loss.item()  # what a per-batch progress plot reads
-        seen += len(y)
-    return seen
