@@ -24,6 +24,7 @@ from rich.table import Table
 from common import parity
 from common.data import load_fashion_mnist, scale_images
 from common.files import atomic_write, write_json
+from common.report import write_report
 from common.weights import init_weights, load_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,8 +176,6 @@ def run_comparison(options: Options, console: Console | None = None) -> dict:
     summary = summarize(options, runs, cross, probe_x, probe_y, out)
     summary["seconds"] = time.perf_counter() - started
     write_json(out / "summary.json", summary)
-    from common.report import write_report  # matplotlib is imported only here
-
     write_report(summary, out)
     console.print(final_table(summary))
     return summary
