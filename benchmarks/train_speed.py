@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from common.files import write_json, write_text
-from common.harness import REPO
+from common.harness import REPO, interpreter
 from frameworks import BACKENDS
 
 FLOP_PER_IMAGE = 2.26e6  # one LeNet training step (forward + backward) per image
@@ -35,10 +35,9 @@ def cpu_peak_flops() -> dict:
 
 
 def run(framework: str, loop: str, out: Path) -> dict:
-    python = REPO / ".tox" / framework / "bin" / "python"
     result_path = out / f"{framework}-{loop}.json"
     process = subprocess.run(
-        [str(python) if python.exists() else sys.executable, "-m", "benchmarks.measure", framework, loop, str(result_path)],
+        [interpreter(framework), "-m", "benchmarks.measure", framework, loop, str(result_path)],
         cwd=REPO, capture_output=True, text=True,
     )
     if process.returncode != 0:

@@ -24,10 +24,9 @@ from rich.table import Table
 from common import parity
 from common.data import load_fashion_mnist, scale_images
 from common.files import atomic_write, write_json
-from common.report import write_report
+from common.report import REPO, write_report
 from common.weights import init_weights, load_weights, save_weights
 
-REPO = Path(__file__).resolve().parents[1]
 PROBE_SIZE = 64  # the fixed batch for forward and gradient checks: the first test images
 
 
@@ -45,12 +44,10 @@ class Options:
     modules: dict[str, str] = field(default_factory=dict)  # framework -> module path, for the harness's own tests
 
 
-def interpreter(framework: str, options: Options) -> str:
+def interpreter(framework: str) -> str:
     """The framework's tox env interpreter when it exists, else this one."""
     candidate = REPO / ".tox" / framework / "bin" / "python"
-    if framework not in options.modules and candidate.exists():
-        return str(candidate)
-    return sys.executable
+    return str(candidate) if candidate.exists() else sys.executable
 
 
 def run_worker(framework: str, job: dict, options: Options, on_event) -> dict:
@@ -68,7 +65,7 @@ def run_worker(framework: str, job: dict, options: Options, on_event) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with open(out / f"{job['phase']}-stderr.log", "w") as stderr:
         process = subprocess.Popen(
-            [interpreter(framework, options), "-m", "frameworks.worker", str(job_path)],
+            [sys.executable if framework in options.modules else interpreter(framework), "-m", "frameworks.worker", str(job_path)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
         for line in process.stdout:
@@ -201,8 +198,7 @@ def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: 
             initial = load_weights(out / f"initial_weights_seed{first}.npz")
             with np.load(out / name / f"seed{first}" / "probe_results.npz") as probe_results:
                 checks += parity.structure_checks(name, result, variant)
-                checks += parity.probe_checks(name, dict(probe_results), initial, probe_x, probe_y, variant)
-            checks.append(parity.loss_checks(name, result["probe_loss"], initial, probe_x, probe_y, variant))
+                checks += parity.probe_checks(name, dict(probe_results), result["probe_loss"], initial, probe_x, probe_y, variant)
         frameworks[name] = entry
     # Exact agreement is expected only without dropout (its masks differ between frameworks) and with
     # plain SGD (Keras and MXNet add Adam's eps before the bias correction, PyTorch and optax after).

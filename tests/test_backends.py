@@ -16,18 +16,10 @@ import pytest
 from common import reference, spec
 from common.data import FashionMNIST, batch_order, scale_images
 from common.interface import TrainConfig, missing_names, rows_match_spec
+from common.parity import FORWARD_TOL, GRAD_TOL, relative_error
 from common.training import step_losses
 from common.weights import init_weights
 from tests.conftest import random_batch, random_weights
-
-FORWARD_TOL = 1e-5  # max abs difference of logits
-GRAD_TOL = 1e-4  # relative: max abs difference / max abs reference value, per tensor
-
-
-def relative_error(got, expected) -> float:
-    expected = np.asarray(expected, np.float64)
-    return float(np.max(np.abs(np.asarray(got, np.float64) - expected)) / max(np.max(np.abs(expected)), 1e-12))
-
 
 def test_exports_the_whole_interface(backend):
     assert missing_names(backend) == []
