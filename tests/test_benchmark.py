@@ -15,14 +15,28 @@ def test_peak_is_computed_from_the_cpu():
     assert peak["gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_lanes"] * 2 * peak["fma_units"])
 
 
+def run(loop: str, images_per_second: float) -> dict:
+    return dict(
+        framework="x", loop=loop, images_per_second=images_per_second, epoch_seconds=60000 / images_per_second,
+        warmup_seconds=1.0, peak_rss_mb=500.0,
+    )
+
+
+def test_the_fastest_run_counts_and_the_slowest_is_shown():
+    best = train_speed.fastest([run("trainer", 2500.0), run("trainer", 3000.0), dict(framework="x", loop="trainer", error="killed")])
+    assert best["images_per_second"] == 3000.0 and best["runs"] == [2500.0, 3000.0]
+    failed = dict(framework="y", loop="trainer", error="ImportError: no y")
+    assert train_speed.fastest([failed]) == failed
+
+
 def test_table_shows_the_ratio_and_failures():
     results = [
-        dict(framework="x", loop="trainer", images_per_second=3000.0, epoch_seconds=20.0, warmup_seconds=1.0, peak_rss_mb=500.0),
-        dict(framework="x", loop="tutorial", images_per_second=2000.0, epoch_seconds=30.0, warmup_seconds=0.5, peak_rss_mb=400.0),
+        train_speed.fastest([run("trainer", 3000.0), run("trainer", 2500.0)]),
+        train_speed.fastest([run("tutorial", 2000.0)]),
         dict(framework="y", loop="trainer", error="ImportError: no y"),
     ]
     text = train_speed.table(results, peak_gflops=100.0)
-    assert "| x | trainer | 3,000 | 20.00 | 1.00 | 500 | 6.8 | 1.50x |" in text
+    assert "| x | trainer | 3,000 | 2,500 | 20.00 | 1.00 | 500 | 6.8 | 1.50x |" in text
     assert "failed: ImportError: no y" in text
 
 

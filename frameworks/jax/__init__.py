@@ -7,9 +7,13 @@ for new code: modules hold their own parameters like PyTorch's, so `build` retur
 that set_weights can change in place. The numbers are the same either way.
 """
 
-from frameworks.jax.convert import get_weights, set_weights
-from frameworks.jax.model import build, data_format, devices, layer_summary, name, param_count, version
-from frameworks.jax.train import evaluate, forward, loss_and_grads, make_trainer, train
+from common.runtime import tune_process
+
+tune_process("jax")  # thread and allocator settings, read when jax loads (common/runtime.py)
+
+from frameworks.jax.convert import get_weights, set_weights  # noqa: E402
+from frameworks.jax.model import build, data_format, devices, layer_summary, name, param_count, version  # noqa: E402
+from frameworks.jax.train import evaluate, forward, loss_and_grads, make_trainer, train  # noqa: E402
 
 __all__ = [
     "name", "data_format", "version", "devices", "build", "layer_summary", "param_count",

@@ -5,6 +5,10 @@ MXNet is retired; 1.9.1 runs on Python 3.11 only with numpy<1.24 (see requiremen
 
 import os
 
+from common.runtime import tune_process
+
+tune_process("mxnet")  # thread and allocator settings, read when mxnet loads (common/runtime.py)
+
 # float32 means float32: cuDNN 8 convolves float32 in TF32 on Ampere and newer GPUs unless this
 # NVIDIA switch is off. It is read when CUDA starts, so before mxnet is imported; the CPU build ignores it.
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")

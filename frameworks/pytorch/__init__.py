@@ -1,8 +1,12 @@
 """LeNet-5 in PyTorch: the reference layout (NCHW, OIHW kernels, (out, in) matrices)."""
 
-from frameworks.pytorch.convert import get_weights, set_weights
-from frameworks.pytorch.model import build, data_format, devices, layer_summary, name, param_count, version
-from frameworks.pytorch.train import evaluate, forward, loss_and_grads, make_trainer, train
+from common.runtime import tune_process
+
+tune_process("pytorch")  # thread and allocator settings, read when torch loads (common/runtime.py)
+
+from frameworks.pytorch.convert import get_weights, set_weights  # noqa: E402
+from frameworks.pytorch.model import build, data_format, devices, layer_summary, name, param_count, version  # noqa: E402
+from frameworks.pytorch.train import evaluate, forward, loss_and_grads, make_trainer, train  # noqa: E402
 
 __all__ = [
     "name", "data_format", "version", "devices", "build", "layer_summary", "param_count",

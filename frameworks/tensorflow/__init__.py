@@ -2,6 +2,10 @@
 
 import os
 
+from common.runtime import tune_process
+
+tune_process("tensorflow")  # thread and allocator settings, read when tensorflow loads (common/runtime.py)
+
 # Keras 3 runs on several backends and picks one from $KERAS_BACKEND (or ~/.keras/keras.json) at
 # its first import; this backend is the TensorFlow one.
 os.environ["KERAS_BACKEND"] = "tensorflow"
