@@ -29,6 +29,7 @@ from frameworks import BACKENDS
 
 FLOP_PER_IMAGE = 2.26e6  # one LeNet training step (forward + backward) per image
 FMA_UNITS = 2  # vector FMA pipes per core, as on current x86 server cores
+LOOPS = ("trainer", "tutorial")
 
 
 def cpu_peak_flops() -> dict:
@@ -39,9 +40,6 @@ def cpu_peak_flops() -> dict:
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     cores = len(re.findall(r"^processor\s*:", text, re.M)) or 1
     return dict(cores=cores, ghz=mhz / 1000, fp32_lanes=lanes, fma_units=FMA_UNITS, gflops=cores * mhz / 1000 * lanes * 2 * FMA_UNITS)
-
-
-LOOPS = ("trainer", "tutorial")
 
 
 def run(framework: str, loop: str, out: Path) -> dict:
@@ -57,17 +55,17 @@ def run(framework: str, loop: str, out: Path) -> dict:
 
 
 def fastest(runs: list[dict]) -> dict:
-    """The fastest run's figures, with every run's images/s; a failed run if none succeeded."""
+    """The fastest run's figures, every run's images/s and the largest peak memory; a failed run if none succeeded."""
     done = [r for r in runs if "error" not in r]
     if not done:
         return runs[-1]
     best = max(done, key=lambda r: r["images_per_second"])
-    return dict(best, runs=[r["images_per_second"] for r in done])
+    return dict(best, runs=[r["images_per_second"] for r in done], peak_rss_mb=max(r["peak_rss_mb"] for r in done))
 
 
 def table(results: list[dict], peak_gflops: float) -> str:
     lines = [
-        "| framework | loop | images/s (fastest) | slowest run | s/epoch | warm-up s | peak RSS MB | % of fp32 peak | trainer / tutorial |",
+        "| framework | loop | images/s (fastest) | slowest run | s/epoch | warm-up s | peak RSS MB (largest) | % of fp32 peak | trainer / tutorial |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["framework"], r["loop"]): r for r in results}

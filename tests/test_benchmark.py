@@ -15,16 +15,18 @@ def test_peak_is_computed_from_the_cpu():
     assert peak["gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_lanes"] * 2 * peak["fma_units"])
 
 
-def run(loop: str, images_per_second: float) -> dict:
+def run(loop: str, images_per_second: float, peak_rss_mb: float = 500.0) -> dict:
     return dict(
         framework="x", loop=loop, images_per_second=images_per_second, epoch_seconds=60000 / images_per_second,
-        warmup_seconds=1.0, peak_rss_mb=500.0,
+        warmup_seconds=1.0, peak_rss_mb=peak_rss_mb,
     )
 
 
 def test_the_fastest_run_counts_and_the_slowest_is_shown():
-    best = train_speed.fastest([run("trainer", 2500.0), run("trainer", 3000.0), dict(framework="x", loop="trainer", error="killed")])
+    runs = [run("trainer", 2500.0, peak_rss_mb=600.0), run("trainer", 3000.0), dict(framework="x", loop="trainer", error="killed")]
+    best = train_speed.fastest(runs)
     assert best["images_per_second"] == 3000.0 and best["runs"] == [2500.0, 3000.0]
+    assert best["peak_rss_mb"] == 600.0  # memory: the worst run
     failed = dict(framework="y", loop="trainer", error="ImportError: no y")
     assert train_speed.fastest([failed]) == failed
 
