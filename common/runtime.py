@@ -13,9 +13,10 @@ import os
 
 # glibc's malloc hands every block over 128 KiB back to the OS when it is freed, so each training
 # step's activations (2.4 MB for conv1's output) arrive as fresh pages that the kernel must fault
-# in and zero: 40,000 page faults per second in PyTorch, and an epoch 10-40% slower, varying from
-# one process to the next. Serving such blocks from the heap and keeping freed memory for reuse
-# avoids that. (The other frameworks pool their own buffers; it does them no harm.)
+# in and zero: 700 to 2,600 page faults per PyTorch training step (measured), and an epoch
+# 10-40% slower, varying from one process to the next. Serving such blocks from the heap and
+# keeping freed memory for reuse avoids that. (The other frameworks pool their own buffers; it
+# does them no harm.)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
 _MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD_BYTES = 1 << 30

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import reference, spec, training
+from common.data import scale_images
 from common.interface import LayerRow
 from common.weights import check_weights, init_weights
 
@@ -70,7 +71,7 @@ class Trainer:
         self.loss_sum, self.correct = 0.0, 0
 
     def step(self, batch_indices):
-        x = self.data.train_images[batch_indices].astype(np.float32)[:, None] / np.float32(255)
+        x = scale_images(self.data.train_images[batch_indices])
         y = self.data.train_labels[batch_indices]
         logits = reference.forward(self.model.weights, x, self.model.variant)
         loss, grads = reference.loss_and_grads(self.model.weights, x, y, self.model.variant)
