@@ -52,9 +52,17 @@ def evaluate(model: LeNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Every hyperparameter spelled out; optax's Adam adds eps outside the square root (eps_root=0), as PyTorch does."""
-    if config.optimizer == "sgd":
-        return optax.sgd(config.lr, momentum=None, nesterov=False)
-    return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=config.eps, eps_root=0.0)
+    return _optimizer(config.optimizer, config.lr, config.beta1, config.beta2, config.eps)
+
+
+# One transformation object per set of hyperparameters. The optimizer is part of the jitted step's
+# static graph definition, compared by identity: a fresh optax.sgd(...) for every Trainer would
+# recompile the step (about a second) each time.
+@functools.cache
+def _optimizer(name: str, lr: float, beta1: float, beta2: float, eps: float) -> optax.GradientTransformation:
+    if name == "sgd":
+        return optax.sgd(lr, momentum=None, nesterov=False)
+    return optax.adam(lr, b1=beta1, b2=beta2, eps=eps, eps_root=0.0)
 
 
 # Flax's "functional training loop": split the module and optimizer into a static graph
