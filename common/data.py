@@ -171,7 +171,7 @@ def load_fashion_mnist(
     Folders searched in order: data_dir, $FASHION_MNIST_DIR, the cache folder, Debian's
     /usr/share/datasets/fashion-mnist. The first holding all four files is used; with none, the
     files are downloaded into the cache folder unless download is False. A subset keeps
-    the first N examples.
+    the first N examples; 0 keeps none and leaves that split's files unread.
     """
     folders = candidate_dirs(data_dir)
     folder = next((d for d in folders if _has_all_files(d)), None)
@@ -180,16 +180,23 @@ def load_fashion_mnist(
         if not download:
             raise DataError(f"Fashion-MNIST not found (searched {searched}) and downloading is off. {HOW_TO_GET_IT}")
         folder = download_files(cache_dir(), mirrors)
-    arrays = {key: read_idx(folder / idx.filename, idx) for key, idx in FILES.items()}
+    arrays = {}
     for split, subset in (("train", train_subset), ("test", test_subset)):
-        if subset is None:
-            continue
         total = FILES[f"{split}_images"].count
-        if not 0 < subset <= total:
-            raise DataError(f"{split} subset must be between 1 and {total}, got {subset}")
+        if subset is not None and not 0 <= subset <= total:
+            raise DataError(f"{split} subset must be between 0 and {total}, got {subset}")
         for key in (f"{split}_images", f"{split}_labels"):
-            arrays[key] = arrays[key][:subset]
+            idx = FILES[key]
+            # A subset of 0 (say, evaluating on the test set only) skips reading and verifying the file.
+            arrays[key] = _no_items(idx) if subset == 0 else read_idx(folder / idx.filename, idx)[:subset]
     return FashionMNIST(**arrays, source=str(folder))
+
+
+def _no_items(idx: IdxFile) -> np.ndarray:
+    """An empty array with the dtype and item shape read_idx gives for this file."""
+    if idx.is_images:
+        return np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return np.empty(0, np.int64)
 
 
 def scale_images(images: np.ndarray) -> np.ndarray:

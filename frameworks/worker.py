@@ -85,7 +85,7 @@ def run_phase(backend, job: dict, out: Path) -> dict:
 
 def crosseval_phase(backend, job: dict) -> dict:
     device = resolve_device(backend, job["config"]["device"])
-    data = load_fashion_mnist(job["data_dir"], train_subset=1, test_subset=job["test_subset"])
+    data = load_fashion_mnist(job["data_dir"], train_subset=0, test_subset=job["test_subset"])
     model = backend.build(job["config"]["variant"], device)
     x = scale_images(data.test_images)
     accuracy = {}

@@ -21,6 +21,15 @@ from common.training import step_losses
 from common.weights import init_weights
 from tests.conftest import random_batch, random_weights
 
+
+def with_random_weights(backend, variant: str = "classic", device: str = "cpu"):
+    """A fresh model loaded with conftest's random weights; returns both."""
+    model = backend.build(variant, device)
+    weights = random_weights()
+    backend.set_weights(model, weights)
+    return model, weights
+
+
 def test_exports_the_whole_interface(backend):
     assert missing_names(backend) == []
     assert backend.data_format in ("NCHW", "NHWC")
@@ -36,9 +45,7 @@ def test_summary_matches_spec(backend, variant):
 
 
 def test_weights_round_trip_bit_exact(backend):
-    model = backend.build()
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend)
     back = backend.get_weights(model)
     assert list(back) == list(weights)
     for name in weights:
@@ -59,9 +66,7 @@ def test_own_init_is_xavier_with_zero_biases(backend):
 
 @pytest.mark.parametrize("variant", spec.VARIANTS)
 def test_forward_matches_reference(backend, variant):
-    model = backend.build(variant)
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend, variant)
     x, _ = random_batch()
     got = backend.forward(model, x)
     assert got.shape == (len(x), spec.NUM_CLASSES)
@@ -70,9 +75,7 @@ def test_forward_matches_reference(backend, variant):
 
 def test_forward_depends_on_flatten_order(backend):
     """fc1's columns are in C,H,W order: permuting them to H,W,C must change the output."""
-    model = backend.build()
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend)
     x, _ = random_batch()
     expected = backend.forward(model, x)
     assert np.max(np.abs(expected - reference.forward(weights, x))) <= FORWARD_TOL
@@ -83,9 +86,7 @@ def test_forward_depends_on_flatten_order(backend):
 
 @pytest.mark.parametrize("variant", spec.VARIANTS)
 def test_loss_and_grads_match_reference(backend, variant):
-    model = backend.build(variant)
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend, variant)
     x, y = random_batch()
     loss, grads = backend.loss_and_grads(model, x, y)
     ref_loss, ref_grads = reference.loss_and_grads(weights, x, y, variant)
@@ -97,9 +98,7 @@ def test_loss_and_grads_match_reference(backend, variant):
 
 
 def test_evaluate_matches_reference(backend):
-    model = backend.build()
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend)
     x, y = random_batch(64)
     loss, accuracy = backend.evaluate(model, x, y)
     logits = reference.forward(weights, x)
@@ -115,9 +114,7 @@ def test_first_sgd_steps_match_reference(backend, fashion_mnist):
     """
     data = FashionMNIST(fashion_mnist.train_images[:224], fashion_mnist.train_labels[:224], fashion_mnist.test_images, fashion_mnist.test_labels)
     config = TrainConfig(batch_size=128, lr=0.5, seed=3)
-    model = backend.build()
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend)
     losses = step_losses(backend.make_trainer(model, data, config), data, config, steps=3)
     expected, w = [], {k: v.astype(np.float64) for k, v in weights.items()}
     batches = batch_order(224, 128, 3, 0) + batch_order(224, 128, 3, 1)[:1]
@@ -156,9 +153,7 @@ def test_training_is_reproducible(backend, fashion_mnist):
 def test_gpu_forward_matches_reference(backend):
     if "gpu" not in backend.devices():
         pytest.skip(f"{backend.name} sees no GPU here")
-    model = backend.build(device="gpu")
-    weights = random_weights()
-    backend.set_weights(model, weights)
+    model, weights = with_random_weights(backend, device="gpu")
     x, _ = random_batch()
     assert np.max(np.abs(backend.forward(model, x) - reference.forward(weights, x))) <= FORWARD_TOL
 

@@ -65,8 +65,17 @@ def test_subsets_keep_the_first_examples(tiny_files):
     loaded = load_fashion_mnist(folder, train_subset=4, test_subset=2)
     np.testing.assert_array_equal(loaded.train_labels, arrays["train_labels"][:4])
     assert len(loaded.test_images) == 2
-    with pytest.raises(DataError, match="train subset must be between 1 and 12"):
+    with pytest.raises(DataError, match="train subset must be between 0 and 12"):
         load_fashion_mnist(folder, train_subset=13)
+
+
+def test_empty_subset_leaves_its_files_unread(tiny_files):
+    folder, arrays = tiny_files
+    (folder / data.FILES["train_images"].filename).write_bytes(b"not read")
+    loaded = load_fashion_mnist(folder, train_subset=0)
+    assert loaded.train_images.shape == (0, 28, 28) and loaded.train_images.dtype == np.uint8
+    assert loaded.train_labels.shape == (0,) and loaded.train_labels.dtype == np.int64
+    np.testing.assert_array_equal(loaded.test_images, arrays["test_images"])
 
 
 def test_environment_variable_is_searched(tiny_files, monkeypatch):
