@@ -126,6 +126,7 @@ class Display:
     def finish(self, task, result: dict) -> None:
         status = "ok" if result.get("status") == "ok" else f"[red]failed: {result.get('error', '')[:60]}"
         self.progress.update(task, status=status)
+        self.progress.stop_task(task)  # freezes its clock: a task with no total would count on to the end
 
 
 def run_comparison(options: Options, console: Console | None = None) -> dict:

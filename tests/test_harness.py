@@ -5,6 +5,7 @@ Runs in the `parity` tox env (it needs matplotlib for the report) on small real-
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -12,12 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in the parity or compare tox env")
 
 import compare  # noqa: E402
 from common.data import DataError, load_fashion_mnist  # noqa: E402
-from common.harness import Options, passed, run_comparison  # noqa: E402
+from common.harness import Display, Options, passed, run_comparison  # noqa: E402
 from common.interface import TrainConfig  # noqa: E402
 from common.report import DIFFERENCES, REPO  # noqa: E402
 
@@ -111,6 +113,14 @@ def test_bad_options_get_argparse_errors(argv, capsys):
         compare.parse_args(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_finished_run_stops_its_clock():
+    """A cross-evaluation row has no total; without stopping, its elapsed time ran on to the end."""
+    display = Display(Console(file=io.StringIO()))
+    task, _ = display.handler("alpha cross-eval")
+    display.finish(task, dict(status="ok"))
+    assert display.progress.tasks[0].stop_time is not None
 
 
 def test_defaults_are_the_d2l_recipe():
