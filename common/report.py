@@ -43,7 +43,7 @@ DIFFERENCES = [
         "NHWC frameworks flatten H,W,C; fc1's canonical columns are C,H,W, so they are permuted.",
         {
             "pytorch": "frameworks/pytorch/model.py::_LAYERS (nn.Flatten is C,H,W)",
-            "tensorflow": "frameworks/tensorflow/convert.py::_hwc_columns",
+            "tensorflow": "frameworks/tensorflow/convert.py::_to_keras (with common/weights.py::hwc_columns)",
             "jax": "frameworks/jax/convert.py::_to_flax",
             "mxnet": "frameworks/mxnet/model.py::_LAYERS (Dense flattens C,H,W itself: no Flatten layer)",
         },

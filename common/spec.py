@@ -103,5 +103,11 @@ def param_shapes(variant: str = "classic") -> dict[str, tuple[int, ...]]:
     return {name: shape for layer in layers(variant) for name, shape in layer.param_shapes.items()}
 
 
+def flattened_inputs(variant: str = "classic") -> dict[str, tuple[int, ...]]:
+    """Each dense layer that reads a flatten, with the C,H,W shape that flatten unrolls: {"fc1": (16, 5, 5)}."""
+    net = layers(variant)
+    return {after.name: before.output_shape for before, flat, after in zip(net, net[1:], net[2:]) if flat.kind == "flatten"}
+
+
 def param_count(variant: str = "classic") -> int:
     return sum(layer.param_count for layer in layers(variant))

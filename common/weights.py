@@ -44,6 +44,23 @@ def init_weights(seed: int, variant: str = "classic") -> Weights:
     return weights
 
 
+def hwc_columns(matrix: np.ndarray, chw: tuple[int, ...]) -> np.ndarray:
+    """Reorder a dense matrix's input columns from the canonical C,H,W flatten order to H,W,C.
+
+    A channels-last framework (Keras, Flax) flattens an N,H,W,C map in H,W,C order, so the same
+    input lands in another column than after PyTorch's C,H,W flatten, and fc1's columns must move
+    with it. Without this every shape still fits and the network silently computes something else.
+    """
+    c, h, w = chw
+    return matrix.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(matrix.shape)
+
+
+def chw_columns(matrix: np.ndarray, chw: tuple[int, ...]) -> np.ndarray:
+    """The inverse of hwc_columns: input columns in H,W,C order back to the canonical C,H,W."""
+    c, h, w = chw
+    return matrix.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(matrix.shape)
+
+
 def check_weights(weights: Weights, variant: str = "classic", source: str = "weights") -> Weights:
     """Return the weights as float32 arrays if names, shapes and dtypes are canonical; else raise."""
     expected = spec.param_shapes(variant)

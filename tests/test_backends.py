@@ -18,7 +18,7 @@ from common.data import FashionMNIST, batch_order, scale_images
 from common.interface import TrainConfig, missing_names, rows_match_spec
 from common.parity import FORWARD_TOL, GRAD_TOL, relative_error
 from common.training import step_losses
-from common.weights import init_weights
+from common.weights import hwc_columns, init_weights
 from tests.conftest import random_batch, random_weights
 
 
@@ -79,7 +79,7 @@ def test_forward_depends_on_flatten_order(backend):
     x, _ = random_batch()
     expected = backend.forward(model, x)
     assert np.max(np.abs(expected - reference.forward(weights, x))) <= FORWARD_TOL
-    hwc = weights["fc1.weight"].reshape(120, 16, 5, 5).transpose(0, 2, 3, 1).reshape(120, 400)
+    hwc = hwc_columns(weights["fc1.weight"], spec.flattened_inputs()["fc1"])
     backend.set_weights(model, {**weights, "fc1.weight": np.ascontiguousarray(hwc)})
     assert np.max(np.abs(backend.forward(model, x) - expected)) > 100 * FORWARD_TOL
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import spec
-from common.weights import WeightsError, check_weights, init_weights, load_weights, save_weights
+from common.weights import WeightsError, check_weights, chw_columns, hwc_columns, init_weights, load_weights, save_weights
 
 SHAPES = [(6, 28, 28), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 10, 10), (16, 5, 5), (400,), (120,), (120,), (84,), (84,), (10,)]
 
@@ -49,6 +49,20 @@ def test_canonical_names_and_shapes():
         "fc2.weight": (84, 120), "fc2.bias": (84,),
         "fc3.weight": (10, 84), "fc3.bias": (10,),
     }
+
+
+@pytest.mark.parametrize("variant", spec.VARIANTS)
+def test_fc1_reads_the_flattened_16x5x5_map(variant):
+    assert spec.flattened_inputs(variant) == {"fc1": (16, 5, 5)}
+
+
+def test_hwc_columns_follow_a_channels_last_flatten():
+    """Column c*25 + h*5 + w (C,H,W order) moves to h*80 + w*16 + c (H,W,C order), and back."""
+    matrix = np.arange(2 * 400, dtype=np.float32).reshape(2, 400)
+    hwc = hwc_columns(matrix, (16, 5, 5))
+    c, h, w = 7, 3, 1
+    np.testing.assert_array_equal(hwc[:, h * 80 + w * 16 + c], matrix[:, c * 25 + h * 5 + w])
+    np.testing.assert_array_equal(chw_columns(hwc, (16, 5, 5)), matrix)
 
 
 def test_init_is_seeded_xavier_uniform():

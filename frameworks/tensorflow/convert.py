@@ -1,8 +1,9 @@
 """Canonical weights <-> Keras variables.
 
-The canonical layout is PyTorch's; Keras differs in three ways, each undone in one function:
+The canonical layout is PyTorch's; Keras differs in three ways, each undone in one place:
 conv kernels (_conv_kernel), dense kernels (_dense_kernel) and the order of fc1's inputs
-(_hwc_columns). Gradients cross the boundary through the same functions (to_canonical).
+(common.weights.hwc_columns, shared with Flax). Gradients cross the boundary through the same
+functions (to_canonical).
 """
 
 from __future__ import annotations
@@ -13,18 +14,10 @@ import keras
 import numpy as np
 
 from common import spec
-from common.weights import Weights, check_weights
+from common.weights import Weights, check_weights, chw_columns, hwc_columns
 
 _PARAM_LAYERS = [layer for layer in spec.layers() if layer.param_count]  # the same in every variant
-
-
-def _flattened_chw() -> dict[str, tuple[int, int, int]]:
-    """Each dense layer that reads a flatten, with the C,H,W shape that flatten unrolls (fc1: 16,5,5)."""
-    net = spec.layers()
-    return {net[i + 1].name: net[i - 1].output_shape for i, layer in enumerate(net) if layer.kind == "flatten"}
-
-
-_FLATTENED_CHW = _flattened_chw()
+_FLATTENED_CHW = spec.flattened_inputs()  # fc1 reads the flattened (16, 5, 5) map
 
 
 def _conv_kernel(oihw: np.ndarray) -> np.ndarray:
@@ -41,27 +34,11 @@ def _dense_kernel(out_in: np.ndarray) -> np.ndarray:
     return out_in.T
 
 
-def _hwc_columns(matrix: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
-    """Reorder the input columns of a dense matrix from C,H,W to H,W,C order.
-
-    PyTorch flattens an N,C,H,W map in C,H,W order, Keras's Flatten an N,H,W,C map in H,W,C
-    order: the same input lands in a different column, so fc1's columns move with it.
-    """
-    c, h, w = chw
-    return matrix.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(matrix.shape)
-
-
-def _chw_columns(matrix: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
-    """The inverse of _hwc_columns."""
-    c, h, w = chw
-    return matrix.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(matrix.shape)
-
-
 def _to_keras(layer: spec.Layer, weight: np.ndarray) -> np.ndarray:
     if layer.kind == "conv":
         return _conv_kernel(weight)
     if layer.name in _FLATTENED_CHW:
-        weight = _hwc_columns(weight, _FLATTENED_CHW[layer.name])
+        weight = hwc_columns(weight, _FLATTENED_CHW[layer.name])  # Keras's Flatten runs over N,H,W,C
     return _dense_kernel(weight)
 
 
@@ -70,7 +47,7 @@ def _from_keras(layer: spec.Layer, kernel: np.ndarray) -> np.ndarray:
         return _conv_kernel_back(kernel)
     weight = _dense_kernel(kernel)  # a transpose is its own inverse
     if layer.name in _FLATTENED_CHW:
-        weight = _chw_columns(weight, _FLATTENED_CHW[layer.name])
+        weight = chw_columns(weight, _FLATTENED_CHW[layer.name])
     return weight
 
 
