@@ -17,7 +17,8 @@ from pathlib import Path
 
 from common.cli import add_training_options, config_from_args
 from common.data import DataError
-from common.harness import Options, passed, run_comparison
+from common.harness import Options, run_comparison
+from common.parity import passed
 from frameworks import BACKENDS
 
 QUICK = dict(epochs=2, train_subset=6000, test_subset=2000)

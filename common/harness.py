@@ -228,12 +228,8 @@ def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: 
     )
 
 
-def passed(summary: dict) -> bool:
-    return all(f["status"] == "ok" for f in summary["frameworks"].values()) and all(c["ok"] for c in summary["parity"])
-
-
 def final_table(summary: dict) -> Table:
-    table = Table(title=f"LeNet-5 parity: {'PASS' if passed(summary) else 'FAIL'}")
+    table = Table(title=f"LeNet-5 parity: {'PASS' if parity.passed(summary) else 'FAIL'}")
     for column in ("framework", "status", "params", "final test acc", "s/epoch", "images/s"):
         table.add_column(column)
     for name, entry in summary["frameworks"].items():

@@ -102,6 +102,11 @@ def cross_eval_checks(matrix: dict[str, dict[str, float]]) -> list[dict]:
     return checks
 
 
+def passed(summary: dict) -> bool:
+    """A comparison's verdict: every framework finished and every check held."""
+    return all(f["status"] == "ok" for f in summary["frameworks"].values()) and all(c["ok"] for c in summary["parity"])
+
+
 def seed_statistics(accuracies: dict[str, list[float]]) -> dict[str, dict]:
     return {
         name: dict(mean=float(np.mean(values)), sd=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, n=len(values))

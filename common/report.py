@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 from common import spec
+from common.parity import passed
 from common.files import atomic_write, write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,15 +177,24 @@ def plot_curves(summary: dict, path: Path) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def markdown(summary: dict) -> str:
-    config = summary["config"]
-    verdict = "PASS" if all(c["ok"] for c in summary["parity"]) else "FAIL"
-    lines = [
-        f"# LeNet-5 parity report: {verdict}",
-        "",
+def _verdict(summary: dict) -> str:
+    return "PASS" if passed(summary) else "FAIL"
+
+
+def _recipe(summary: dict) -> str:
+    config, environment = summary["config"], summary["environment"]
+    return (
         f"Recipe: {config['variant']}, {config['optimizer']} lr {config['lr']}, batch {config['batch_size']}, "
-        f"{config['epochs']} epochs, seeds {config['seeds']}. Environment: Python {summary['environment']['python']}, "
-        f"{summary['environment']['cpu']} ({summary['environment']['cpu_count']} cores). Wall time {summary.get('seconds', 0):.0f} s.",
+        f"{config['epochs']} epochs, seeds {config['seeds']}. Environment: Python {environment['python']}, "
+        f"{environment['cpu']} ({environment['cpu_count']} cores). Wall time {summary.get('seconds', 0):.0f} s."
+    )
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"# LeNet-5 parity report: {_verdict(summary)}",
+        "",
+        _recipe(summary),
         "",
         "![curves](curves.png)",
     ]
@@ -217,11 +227,11 @@ th{background:#f3f3f3}.pass{color:#17803d}.fail{color:#c62828;font-weight:bold}i
 
 
 def html_page(summary: dict, png: bytes) -> str:
-    verdict = "PASS" if all(c["ok"] for c in summary["parity"]) else "FAIL"
+    verdict = _verdict(summary)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 parity report</title><style>{STYLE}</style></head><body>",
         f"<h1>LeNet-5 parity report: <span class='{verdict.lower()}'>{verdict}</span></h1>",
-        f"<p>{html.escape(markdown(summary).splitlines()[2])}</p>",
+        f"<p>{html.escape(_recipe(summary))}</p>",
         f"<img id='curves' alt='training loss and test accuracy per epoch' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
     ]
     for title, header, rows in tables(summary):

@@ -19,8 +19,9 @@ pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in th
 
 import compare  # noqa: E402
 from common.data import DataError, load_fashion_mnist  # noqa: E402
-from common.harness import Display, Options, passed, run_comparison  # noqa: E402
+from common.harness import Display, Options, run_comparison  # noqa: E402
 from common.interface import TrainConfig  # noqa: E402
+from common.parity import passed  # noqa: E402
 from common.report import DIFFERENCES, REPO  # noqa: E402
 
 FAKES = "tests.fake_backends."
@@ -77,6 +78,7 @@ def test_failures_are_isolated(tmp_path):
     assert frameworks["diverges"]["status"] == "failed" and "TrainingDiverged" in frameworks["diverges"]["error"]
     assert not passed(summary)
     report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# LeNet-5 parity report: FAIL")  # every check that ran passed; two frameworks failed
     assert "imaginary_framework" in report and "TrainingDiverged" in report
     assert json.loads((tmp_path / "summary.json").read_text())["frameworks"]["missing"]["status"] == "failed"
 
