@@ -6,7 +6,6 @@ import pytest
 
 from benchmarks import train_speed
 from benchmarks.measure import measure
-from common.data import DataError, load_fashion_mnist
 
 
 def test_peak_is_computed_from_the_cpu():
@@ -42,11 +41,8 @@ def test_table_shows_the_ratio_and_failures():
     assert "failed: ImportError: no y" in text
 
 
+@pytest.mark.usefixtures("fashion_mnist")  # measures on the real data; skips without it
 @pytest.mark.parametrize("loop", ["trainer", "tutorial"])
 def test_measure_runs_both_loops(backend, loop):
-    try:
-        load_fashion_mnist(download=False, train_subset=1, test_subset=1)
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
     result = measure(backend.name, loop)
     assert result["images_per_second"] > 0 and result["warmup_seconds"] > 0 and result["peak_rss_mb"] > 0

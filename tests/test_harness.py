@@ -18,7 +18,6 @@ from rich.console import Console
 pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in the parity or compare tox env")
 
 import compare  # noqa: E402
-from common.data import DataError, load_fashion_mnist  # noqa: E402
 from common.harness import Display, Options, run_comparison  # noqa: E402
 from common.interface import TrainConfig  # noqa: E402
 from common.parity import passed  # noqa: E402
@@ -26,13 +25,7 @@ from common.report import DIFFERENCES, REPO  # noqa: E402
 
 FAKES = "tests.fake_backends."
 
-
-@pytest.fixture(scope="module", autouse=True)
-def real_data():
-    try:
-        load_fashion_mnist(download=False, train_subset=1, test_subset=1)
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")  # the harness runs on real-data subsets; skips without them
 
 
 def options(out: Path, modules: dict[str, str], **overrides) -> Options:
