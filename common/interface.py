@@ -7,6 +7,7 @@ weights (common.weights) into their framework, and nothing else.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, NamedTuple, Protocol, Sequence, runtime_checkable
 
@@ -18,12 +19,26 @@ from common.weights import Weights
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "gpu")
+DEVICE_CHOICES = (*DEVICES, "auto")  # "auto": the GPU where the framework sees one, else the CPU
 DEFAULT_LR = {"sgd": 0.1, "adam": 0.001}
+MAX_SEED = 2**32 - 1  # the widest seed every framework's generator takes (TensorFlow's and MXNet's are 32-bit)
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "images_per_second")
 
 
 class DeviceUnavailable(RuntimeError):
     """device="gpu" was asked for but the framework sees no GPU."""
+
+
+def choose_device(device: str, available: Sequence[str]) -> str:
+    """An interface device ("cpu" or "gpu") from a requested one, which may be "auto".
+
+    Each backend's resolve_device calls this, then maps the answer to its framework's own device.
+    """
+    if device == "auto":
+        return "gpu" if "gpu" in available else "cpu"
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {device!r}")
+    return device
 
 
 @dataclass(frozen=True)
@@ -51,13 +66,15 @@ class TrainConfig:
             problems.append(f"variant must be one of {spec.VARIANTS}, got {self.variant!r}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.device not in DEVICES:
-            problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.device not in DEVICE_CHOICES:
+            problems.append(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
         for field in ("epochs", "batch_size"):
             if not (isinstance(getattr(self, field), int) and getattr(self, field) >= 1):
                 problems.append(f"{field} must be a whole number >= 1, got {getattr(self, field)!r}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.lr < math.inf:  # also refuses NaN
+            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            problems.append(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -80,17 +97,23 @@ class Trainer(Protocol):
 
     step() queues one update and returns the batch's mean loss as a framework scalar, without
     waiting for it (float() on it waits). epoch_totals() waits once, returns the epoch's summed
-    loss and number of correct predictions, resets them, and leaves the model holding the
-    current weights.
+    loss and number of correct predictions, and resets them. sync_model() makes the model hold the
+    trainer's current weights; backends whose trainer updates the model in place keep this no-op.
     """
 
     def step(self, batch_indices: np.ndarray) -> Any: ...
 
     def epoch_totals(self) -> tuple[float, int]: ...
 
+    def sync_model(self) -> None:
+        return None
+
 
 @runtime_checkable
 class Backend(Protocol):
+    """What frameworks/<name>/__init__.py exports. evaluate, make_trainer and train are usually the
+    shared defaults of common.training.default_functions, built from the backend's forward and Trainer."""
+
     name: str
     data_format: str  # "NCHW" or "NHWC": the layout the framework convolves in
 
@@ -99,7 +122,13 @@ class Backend(Protocol):
     def devices(self) -> list[str]:
         """The interface devices usable here: always "cpu", "gpu" when the framework sees one."""
 
+    def resolve_device(self, device: str) -> Any:
+        """The framework's own device for "cpu", "gpu" or "auto"; DeviceUnavailable for a GPU it lacks."""
+
     def build(self, variant: str = "classic", device: str = "cpu") -> Any: ...
+
+    def model_device(self, model) -> Any:
+        """The framework's device that holds the model's parameters."""
 
     def layer_summary(self, model) -> list[LayerRow]: ...
 
@@ -112,8 +141,14 @@ class Backend(Protocol):
     def forward(self, model, x: np.ndarray) -> np.ndarray:
         """Logits as NumPy for canonical NCHW float32 x in [0, 1] (eval mode)."""
 
+    def cross_entropy(self, logits, labels) -> Any:
+        """Mean softmax cross-entropy of a batch of logits, in the framework's own tensors."""
+
     def loss_and_grads(self, model, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         """Mean cross-entropy and its gradients in the canonical layout (eval mode)."""
+
+    def make_optimizer(self, model, config: TrainConfig) -> Any:
+        """The framework's optimizer for model's parameters, every hyperparameter taken from config."""
 
     def evaluate(self, model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over canonical NCHW float32 x."""
@@ -121,7 +156,12 @@ class Backend(Protocol):
     def make_trainer(self, model, data: FashionMNIST, config: TrainConfig) -> Trainer: ...
 
     def train(
-        self, model, data: FashionMNIST, config: TrainConfig, on_epoch: Callable[[dict], None] | None = None
+        self,
+        model,
+        data: FashionMNIST,
+        config: TrainConfig,
+        on_epoch: Callable[[dict], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> list[dict]: ...
 
 
@@ -165,9 +205,3 @@ def param_mismatches(rows: Iterable[LayerRow], variant: str) -> list[str]:
         for row, layer in zip(rows, spec.layers(variant))
         if row.params != layer.param_count
     ]
-
-
-def rows_match_spec(rows: Iterable[LayerRow], variant: str) -> list[str]:
-    """Differences between a measured summary and the spec; empty when they agree."""
-    rows = list(rows)
-    return shape_mismatches(rows, variant) + param_mismatches(rows, variant)

@@ -2,7 +2,8 @@
 
 Every backend is checked against this, never against another framework. It walks the same
 layer list as the backends (common.spec) and writes each layer's forward and backward rule out
-by hand, so it shares no code path with any framework. Dropout is the identity here (eval mode).
+by hand, so it shares no code path with any framework. Dropout is the identity (eval mode)
+unless a mask is given for it, as the numpy backend's training step does.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ def _pool_blocks(x, size):
     return x.reshape(n, c, h // size, size, w // size, size)
 
 
-def _forward(weights: Weights, x, variant):
-    """Run the network, keeping what each layer's backward rule needs."""
+def _forward(weights: Weights, x, variant, dropout_masks=None):
+    """Run the network, keeping what each layer's backward rule needs and each layer's output."""
     a = np.asarray(x, np.float64)
     w = {name: np.asarray(t, np.float64) for name, t in weights.items()}
-    tape = []
+    tape, outputs = [], []
     for layer in spec.layers(variant):
         h = layer.hyper
         if layer.kind == "conv":
@@ -73,17 +74,25 @@ def _forward(weights: Weights, x, variant):
             out = a.reshape(a.shape[0], -1)  # C,H,W order: the canonical flatten
             tape.append((layer, a.shape))
         elif layer.kind == "dropout":
-            out = a  # eval mode
-            tape.append((layer, None))
+            # A training mask holds 0 or 1 / (1 - rate) per unit (inverted dropout); none: eval mode.
+            mask = (dropout_masks or {}).get(layer.name)
+            out = a if mask is None else a * mask
+            tape.append((layer, mask))
         else:
             raise ValueError(f"reference has no rule for layer kind {layer.kind!r}")
         a = out
-    return a, tape, w
+        outputs.append(out)
+    return a, tape, w, outputs
 
 
 def forward(weights: Weights, x, variant: str = "classic") -> np.ndarray:
     """Logits (N, 10) in float64 for canonical NCHW input x."""
     return _forward(weights, x, variant)[0]
+
+
+def layer_outputs(weights: Weights, x, variant: str = "classic") -> list[np.ndarray]:
+    """Every layer's output for input x, in spec order (eval mode)."""
+    return _forward(weights, x, variant)[3]
 
 
 def cross_entropy(logits, labels) -> float:
@@ -95,8 +104,17 @@ def cross_entropy(logits, labels) -> float:
 
 
 def loss_and_grads(weights: Weights, x, labels, variant: str = "classic") -> tuple[float, dict[str, np.ndarray]]:
-    """Mean cross-entropy and its float64 gradient for every canonical tensor."""
-    logits, tape, w = _forward(weights, x, variant)
+    """Mean cross-entropy and its float64 gradient for every canonical tensor (eval mode)."""
+    _, loss, grads = forward_backward(weights, x, labels, variant)
+    return loss, grads
+
+
+def forward_backward(weights: Weights, x, labels, variant: str = "classic", dropout_masks=None):
+    """(logits, mean cross-entropy, float64 gradient of every canonical tensor) in one pass.
+
+    dropout_masks maps a dropout layer's name to its training mask; without one it is the identity.
+    """
+    logits, tape, w, _ = _forward(weights, x, variant, dropout_masks)
     labels = np.asarray(labels)
     n = len(labels)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -129,5 +147,7 @@ def loss_and_grads(weights: Weights, x, labels, variant: str = "classic") -> tup
             grad = flat.reshape(blocks_shape).transpose(0, 1, 2, 4, 3, 5).reshape(n_, c, hh * s, ww * s)
         elif layer.kind == "flatten":
             grad = grad.reshape(saved)
+        elif layer.kind == "dropout" and saved is not None:
+            grad = grad * saved
     ordered = {name: grads[name] for name in spec.param_shapes(variant)}
-    return cross_entropy(logits, labels), ordered
+    return logits, cross_entropy(logits, labels), ordered

@@ -109,5 +109,26 @@ def flattened_inputs(variant: str = "classic") -> dict[str, tuple[int, ...]]:
     return {after.name: before.output_shape for before, flat, after in zip(net, net[1:], net[2:]) if flat.kind == "flatten"}
 
 
+def param_layers(variant: str = "classic") -> tuple[Layer, ...]:
+    """The layers that hold parameters (conv and dense), in order: what every weight converter walks."""
+    return tuple(layer for layer in layers(variant) if layer.param_count)
+
+
+def padding_name(hyper: Mapping[str, float]) -> str:
+    """A conv's padding in pixels, spelled as Keras and Flax spell it: "same" or "valid".
+
+    "valid" pads nothing. "same" keeps H,W; at stride 1 that pads (k - 1) / 2 pixels on each side,
+    a whole number only for odd k, so it equals the spec's padding 2 only because LeNet's kernels
+    are 5x5. Any other padding has no name, and an even kernel's "same" would pad unevenly (one
+    pixel more on one side) where PyTorch and Gluon pad evenly: both are refused here.
+    """
+    padding, kernel = hyper["padding"], hyper["kernel_size"]
+    if padding == 0:
+        return "valid"
+    if kernel % 2 == 1 and 2 * padding == kernel - 1:
+        return "same"
+    raise ValueError(f"padding {padding} for a {kernel}x{kernel} kernel is neither 'same' nor 'valid'")
+
+
 def param_count(variant: str = "classic") -> int:
     return sum(layer.param_count for layer in layers(variant))

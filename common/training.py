@@ -50,6 +50,7 @@ def fit(
             if on_batch:
                 on_batch(done, len(batches))
         loss_sum, correct = trainer.epoch_totals()
+        trainer.sync_model()  # evaluate() reads the model
         seconds = time.perf_counter() - start
         train_loss = loss_sum / n
         if not train_loss < DIVERGED_LOSS:  # also catches NaN
@@ -83,6 +84,7 @@ def step_losses(trainer: Trainer, data: FashionMNIST, config: TrainConfig, steps
                 break
         epoch += 1
     trainer.epoch_totals()
+    trainer.sync_model()
     return losses
 
 
@@ -93,3 +95,19 @@ def evaluate_with(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y:
     """
     logits = np.concatenate([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)])
     return cross_entropy(logits, y), float((logits.argmax(axis=1) == np.asarray(y)).mean())
+
+
+def default_functions(forward: Callable, make_trainer: Callable):
+    """evaluate, make_trainer and train for a backend, built from its forward and its Trainer class.
+
+    Every backend shares these; one that needs its own defines it instead (as Keras 3's backend
+    trainers override only what their framework does differently).
+    """
+
+    def evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return evaluate_with(lambda chunk: forward(model, chunk), x, y)
+
+    def train(model, data: FashionMNIST, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
+        return fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
+
+    return evaluate, make_trainer, train

@@ -61,6 +61,59 @@ def chw_columns(matrix: np.ndarray, chw: tuple[int, ...]) -> np.ndarray:
     return matrix.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(matrix.shape)
 
 
+def oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
+    """Canonical conv kernel (out, in, H, W) -> (H, W, in, out), the layout Keras and Flax convolve with.
+
+    A transpose, not a reshape: reshaping would keep every number in place and pair each weight
+    with the wrong pixel and channel, with no error.
+    """
+    return kernel.transpose(2, 3, 1, 0)
+
+
+def hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def to_channels_last(weights: Weights, variant: str = "classic") -> Weights:
+    """Canonical weights in the layout Keras and Flax hold, under the same names.
+
+    Conv kernels become H,W,I,O; dense matrices become (in, out), because those frameworks compute
+    x @ kernel where PyTorch computes x @ weight.T; and the dense layer after the flatten gets its
+    columns in H,W,C order (hwc_columns). The same conversion serves gradients, which have their
+    parameters' layout.
+    """
+    flattened = spec.flattened_inputs(variant)
+    arrays = {}
+    for layer in spec.param_layers(variant):
+        weight = weights[f"{layer.name}.weight"]
+        if layer.kind == "conv":
+            kernel = oihw_to_hwio(weight)
+        else:
+            if layer.name in flattened:
+                weight = hwc_columns(weight, flattened[layer.name])
+            kernel = weight.T
+        arrays[f"{layer.name}.weight"] = np.ascontiguousarray(kernel)
+        arrays[f"{layer.name}.bias"] = np.array(weights[f"{layer.name}.bias"])
+    return arrays
+
+
+def from_channels_last(arrays: Weights, variant: str = "classic") -> Weights:
+    """The inverse of to_channels_last: Keras/Flax-layout arrays back to canonical float32 weights."""
+    flattened = spec.flattened_inputs(variant)
+    weights = {}
+    for layer in spec.param_layers(variant):
+        kernel = np.asarray(arrays[f"{layer.name}.weight"])
+        if layer.kind == "conv":
+            weight = hwio_to_oihw(kernel)
+        else:
+            weight = kernel.T
+            if layer.name in flattened:
+                weight = chw_columns(weight, flattened[layer.name])
+        weights[f"{layer.name}.weight"] = np.array(weight, DTYPE, order="C")
+        weights[f"{layer.name}.bias"] = np.array(arrays[f"{layer.name}.bias"], DTYPE)
+    return weights
+
+
 def check_weights(weights: Weights, variant: str = "classic", source: str = "weights") -> Weights:
     """Return the weights as float32 arrays if names, shapes and dtypes are canonical; else raise."""
     expected = spec.param_shapes(variant)

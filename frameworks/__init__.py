@@ -1,4 +1,4 @@
-"""The four backends. Each is a module with the same names (see common.interface.Backend).
+"""The backends. Each is a module with the same names (see common.interface.Backend).
 
 Import one at a time: frameworks fight inside one process (threads, GPU memory, import order),
 which is why the comparison harness runs each in its own process.
@@ -11,7 +11,9 @@ from types import ModuleType
 
 from common.interface import missing_names
 
-BACKENDS = ("pytorch", "tensorflow", "jax", "mxnet")
+BACKENDS = ("pytorch", "tensorflow", "jax", "mxnet")  # the four frameworks: a comparison's default
+# The float64 NumPy oracle as a backend: the math itself, opt-in (slow, CPU only).
+ALL_BACKENDS = (*BACKENDS, "numpy")
 
 
 class BackendUnavailable(ImportError):
@@ -20,8 +22,8 @@ class BackendUnavailable(ImportError):
 
 def get_backend(name: str) -> ModuleType:
     """Import frameworks.<name> and check it provides the whole interface."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name not in ALL_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
     try:
         module = importlib.import_module(f"frameworks.{name}")
     except ImportError as err:
@@ -33,15 +35,3 @@ def get_backend(name: str) -> ModuleType:
     if missing:
         raise TypeError(f"frameworks.{name} does not implement {missing}")
     return module
-
-
-def available_backends() -> list[str]:
-    """The backends whose framework imports in this interpreter."""
-    available = []
-    for name in BACKENDS:
-        try:
-            get_backend(name)
-        except BackendUnavailable:
-            continue
-        available.append(name)
-    return available

@@ -10,7 +10,7 @@ import pytest
 from common import spec
 from common.data import DataError, load_fashion_mnist
 from common.weights import init_weights
-from frameworks import BACKENDS, BackendUnavailable, get_backend
+from frameworks import ALL_BACKENDS, BACKENDS, BackendUnavailable, get_backend
 
 # Set by tox ({env_name}): in a framework's own env that framework must import. A broken install
 # there fails the run loudly instead of quietly skipping every test.
@@ -25,7 +25,7 @@ def pytest_sessionstart(session):
             raise pytest.UsageError(f"the {REQUIRED_BACKEND} env must be able to import its framework: {err}")
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session", params=ALL_BACKENDS)
 def backend(request):
     try:
         return get_backend(request.param)

@@ -11,11 +11,11 @@ from common.runtime import tune_process
 
 tune_process("jax")  # thread and allocator settings, read when jax loads (common/runtime.py)
 
+from common.training import default_functions  # noqa: E402
 from frameworks.jax.convert import get_weights, set_weights  # noqa: E402
-from frameworks.jax.model import build, data_format, devices, layer_summary, name, param_count, version  # noqa: E402
-from frameworks.jax.train import evaluate, forward, loss_and_grads, make_trainer, train  # noqa: E402
+from frameworks.jax.model import (  # noqa: E402
+    build, data_format, devices, layer_summary, model_device, name, param_count, resolve_device, version,
+)
+from frameworks.jax.train import Trainer, cross_entropy, forward, loss_and_grads, make_optimizer  # noqa: E402
 
-__all__ = [
-    "name", "data_format", "version", "devices", "build", "layer_summary", "param_count",
-    "get_weights", "set_weights", "forward", "loss_and_grads", "evaluate", "make_trainer", "train",
-]
+evaluate, make_trainer, train = default_functions(forward, Trainer)

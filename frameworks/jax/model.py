@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 from common import spec
-from common.interface import DeviceUnavailable, LayerRow, canonical_shape
+from common.interface import DeviceUnavailable, LayerRow, canonical_shape, choose_device
 
 name = "jax"
 data_format = "NHWC"  # Flax convolves channels-last; to_nhwc() converts the canonical NCHW input
@@ -28,17 +28,6 @@ def to_nhwc(x):
     return x.transpose(0, 2, 3, 1)
 
 
-def flax_padding(h) -> str:
-    """Flax spells padding by name. At stride 1, "SAME" pads (k - 1) / 2 on each side so the output
-    keeps the input's size, and "VALID" pads nothing: for the 5x5 kernels that is the spec's
-    pad 2 (conv1) and pad 0 (conv2)."""
-    if h["padding"] == (h["kernel_size"] - 1) // 2:
-        return "SAME"
-    if h["padding"] == 0:
-        return "VALID"
-    raise ValueError(f"no Flax padding name for pad {h['padding']} with a {h['kernel_size']}x{h['kernel_size']} kernel")
-
-
 def flatten(x):
     """Flattens N,H,W,C, so the 400 features come out in H,W,C order, not the canonical C,H,W:
     convert.py permutes fc1's columns to match."""
@@ -51,8 +40,9 @@ def _pool(pool_function, h):
 
 
 _LAYERS = {
+    # Flax names its padding ("SAME", "VALID") instead of counting pixels: see spec.padding_name
     "conv": lambda h, rngs: nnx.Conv(
-        h["in_channels"], h["out_channels"], (h["kernel_size"], h["kernel_size"]), padding=flax_padding(h),
+        h["in_channels"], h["out_channels"], (h["kernel_size"], h["kernel_size"]), padding=spec.padding_name(h).upper(),
         kernel_init=XAVIER, bias_init=nnx.initializers.zeros_init(), precision=PRECISION, rngs=rngs,
     ),
     "dense": lambda h, rngs: nnx.Linear(
@@ -103,14 +93,12 @@ def devices() -> list[str]:
     return ["cpu"] + (["gpu"] if _gpus() else [])
 
 
-def jax_device(device: str):
-    if device == "gpu":
+def resolve_device(device: str):
+    if choose_device(device, devices()) == "gpu":
         gpus = _gpus()
         if not gpus:
             raise DeviceUnavailable(f"device='gpu' but JAX sees no GPU; use device='cpu' or {GPU_INSTALL}")
         return gpus[0]
-    if device != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     return jax.devices("cpu")[0]
 
 
@@ -124,7 +112,7 @@ def build(variant: str = "classic", device: str = "cpu") -> LeNet:
     The init keys come from a fixed seed; parity runs overwrite the weights with set_weights.
     The dropout stream is named so that Trainer can reseed it from config.seed.
     """
-    target = jax_device(device)
+    target = resolve_device(device)
     model = LeNet(variant, nnx.Rngs(params=0, dropout=0))
     # Committed placement: a jitted call then runs where the weights are, even on a machine
     # whose default device is a GPU.

@@ -1,4 +1,4 @@
-"""Forward, gradients, evaluation and the training step in JAX (Flax NNX + optax)."""
+"""Forward, loss, gradients, the optimizer and the training step in JAX (Flax NNX + optax)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ import numpy as np
 import optax
 from flax import nnx
 
-from common import training
+from common import interface
 from common.interface import TrainConfig
 from common.weights import Weights
 from frameworks.jax.convert import to_canonical
 from frameworks.jax.model import LeNet, model_device, to_nhwc
 
 
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy on raw logits. optax's loss is one value per example: .mean() it."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
 def _loss(model: LeNet, x: jax.Array, y: jax.Array):
-    """Mean cross-entropy over the batch, and the logits. optax's loss is per example: .mean() it."""
+    """The batch's mean loss, and the logits (for the accuracy)."""
     logits = model(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+    return cross_entropy(logits, y), logits
 
 
 # nnx.jit is the simple way to compile a function of a module; fine for calls made a few times
@@ -43,16 +48,12 @@ def forward(model: LeNet, x: np.ndarray) -> np.ndarray:
 def loss_and_grads(model: LeNet, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
     device = model_device(model)
     loss, grads = _loss_and_grads(model, jax.device_put(np.asarray(x, np.float32), device), jax.device_put(np.asarray(y, np.int32), device))
-    return float(loss), to_canonical(grads, model.variant)
+    return float(loss), to_canonical(grads)
 
 
-def evaluate(model: LeNet, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(model: LeNet, config: TrainConfig) -> nnx.Optimizer:
     """Every hyperparameter spelled out; optax's Adam adds eps outside the square root (eps_root=0), as PyTorch does."""
-    return _optimizer(config.optimizer, config.lr, config.beta1, config.beta2, config.eps)
+    return nnx.Optimizer(model, _optimizer(config.optimizer, config.lr, config.beta1, config.beta2, config.eps), wrt=nnx.Param)
 
 
 # One transformation object per set of hyperparameters. The optimizer is part of the jitted step's
@@ -85,11 +86,11 @@ def _zero_totals(device):
     return jax.device_put((np.float32(0), np.int32(0)), device)
 
 
-class Trainer:
+class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8 N,H,W,C; each step gathers and scales a batch.
 
-    The trainer works on its own copy of the model's arrays (the step donates them) and writes the
-    current weights back into the model in epoch_totals.
+    The trainer works on its own copy of the model's arrays (the step donates them); sync_model
+    writes the current weights back into the model.
     """
 
     def __init__(self, model: LeNet, data, config: TrainConfig):
@@ -98,7 +99,7 @@ class Trainer:
         # A copy with dropout switched on (the classic variant has none to switch).
         train_model = nnx.view(nnx.clone(model), deterministic=False, raise_if_not_found=False)
         nnx.reseed(train_model, dropout=config.seed)  # dropout masks come from config.seed, nothing else
-        optimizer = nnx.Optimizer(train_model, make_optimizer(config), wrt=nnx.Param)
+        optimizer = make_optimizer(train_model, config)
         self.graphdef, state = nnx.split((train_model, optimizer))
         self.state = jax.tree.map(jnp.copy, state)  # own buffers, so donating them leaves `model` intact
         self.images = jax.device_put(to_nhwc(data.train_images[:, None]), self.device)
@@ -115,13 +116,8 @@ class Trainer:
     def epoch_totals(self) -> tuple[float, int]:
         loss_sum, correct = jax.device_get(self.totals)
         self.totals = _zero_totals(self.device)
-        nnx.update(self.model, jax.tree.map(jnp.copy, nnx.filter_state(self.state[0], nnx.Param)))
         return float(loss_sum), int(correct)
 
-
-def make_trainer(model: LeNet, data, config: TrainConfig) -> Trainer:
-    return Trainer(model, data, config)
-
-
-def train(model: LeNet, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
-    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
+    def sync_model(self) -> None:
+        # Copies: the next step donates (reuses) the trainer's buffers.
+        nnx.update(self.model, jax.tree.map(jnp.copy, nnx.filter_state(self.state[0], nnx.Param)))

@@ -11,15 +11,16 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from common import spec
 from common.weights import Weights, check_weights
 
 
 def canonical_params(model: nn.HybridSequential) -> dict[str, gluon.Parameter]:
-    """Canonical name -> Gluon parameter, in layer order (blocks are named after the spec's layers)."""
+    """Canonical name -> Gluon parameter, walking the spec's parameter layers (the same in both variants)."""
+    blocks = {block.name: block for block in model}  # blocks are named after the spec's layers
     return {
-        f"{block.name}.{kind}": getattr(block, kind)
-        for block in model
-        if isinstance(block, (nn.Conv2D, nn.Dense))  # activations, pools and dropout hold none
+        f"{layer.name}.{kind}": getattr(blocks[layer.name], kind)
+        for layer in spec.param_layers()
         for kind in ("weight", "bias")
     }
 

@@ -6,7 +6,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from common import spec
-from common.interface import DeviceUnavailable, LayerRow, canonical_shape
+from common.interface import DeviceUnavailable, LayerRow, canonical_shape, choose_device
 
 name = "mxnet"
 data_format = "NCHW"  # Gluon convolves channels-first by default, the canonical layout: nothing to transpose
@@ -45,20 +45,18 @@ def devices() -> list[str]:
     return ["cpu"] + (["gpu"] if mx.context.num_gpus() > 0 else [])
 
 
-def mx_context(device: str) -> mx.Context:
-    if device == "gpu":
+def resolve_device(device: str) -> mx.Context:
+    if choose_device(device, devices()) == "gpu":
         if mx.context.num_gpus() == 0:
             raise DeviceUnavailable(
                 "device='gpu' but MXNet sees no CUDA GPU; use device='cpu', or replace the CPU-only `mxnet` "
                 "wheel with a CUDA 11 build such as `pip install mxnet-cu117==1.9.1 numpy==1.23.5`"
             )
         return mx.gpu(0)
-    if device != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     return mx.cpu()
 
 
-def model_context(model: nn.HybridSequential) -> mx.Context:
+def model_device(model: nn.HybridSequential) -> mx.Context:
     return next(iter(model.collect_params().values())).list_ctx()[0]
 
 
@@ -70,7 +68,7 @@ def build(variant: str = "classic", device: str = "cpu") -> nn.HybridSequential:
     model = nn.HybridSequential(prefix="lenet_")
     blocks = [_LAYERS[layer.kind](layer.hyper, f"{layer.name}_") for layer in spec.layers(variant) if layer.kind != _DONE_BY_DENSE]
     model.add(*blocks)
-    model.initialize(GLOROT_UNIFORM, ctx=mx_context(device))  # biases keep their bias_initializer="zeros"
+    model.initialize(GLOROT_UNIFORM, ctx=resolve_device(device))  # biases keep their bias_initializer="zeros"
     # Hybridized: one cached graph for forward and backward instead of op-by-op Python calls;
     # static_alloc/static_shape keep its memory plan between calls (together about 10% more
     # images/s than imperative on a 2-core CPU, where the MKL-DNN kernels dominate).
@@ -87,7 +85,7 @@ def layer_summary(model: nn.HybridSequential) -> list[LayerRow]:
 
     The spec's flatten step is a row of its own, measured with the flatten fc1's Dense applies.
     """
-    x = mx.nd.zeros((1, *spec.INPUT_SHAPE), ctx=model_context(model))
+    x = mx.nd.zeros((1, *spec.INPUT_SHAPE), ctx=model_device(model))
     rows = []
     for block in model:
         if isinstance(block, nn.Dense) and x.ndim > 2:

@@ -1,4 +1,4 @@
-"""Forward, gradients, evaluation and the training step in MXNet Gluon."""
+"""Forward, loss, gradients, the optimizer and the training step in MXNet Gluon."""
 
 from __future__ import annotations
 
@@ -7,18 +7,24 @@ import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from common import training
+from common import interface
 from common.interface import TrainConfig
 from common.weights import Weights
 from frameworks.mxnet.convert import canonical_params
-from frameworks.mxnet.model import model_context
+from frameworks.mxnet.model import model_device
 
-# Softmax cross-entropy of logits against integer labels, one value per example (not reduced).
-_CROSS_ENTROPY = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=True, from_logits=False)
+# Softmax cross-entropy of logits against integer labels, one value per example: Gluon losses do
+# not reduce over the batch. from_logits=False means "these are raw logits, apply log-softmax".
+per_example_cross_entropy = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=True, from_logits=False)
+
+
+def cross_entropy(logits: mx.nd.NDArray, labels: mx.nd.NDArray) -> mx.nd.NDArray:
+    """The batch's mean. Training backpropagates the per-example losses instead (see Trainer.step)."""
+    return per_example_cross_entropy(logits, labels).mean()
 
 
 def _to_device(model, x: np.ndarray) -> mx.nd.NDArray:
-    return mx.nd.array(np.ascontiguousarray(x, np.float32), ctx=model_context(model), dtype="float32")
+    return mx.nd.array(np.ascontiguousarray(x, np.float32), ctx=model_device(model), dtype="float32")
 
 
 def forward(model, x: np.ndarray) -> np.ndarray:
@@ -33,22 +39,24 @@ def loss_and_grads(model, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]
     mode. Recording in predict mode instead (autograd.record(train_mode=False)) gives wrong
     max-pool gradients on CPU: MXNet's MKL-DNN pooling keeps no argmax in predict mode.
     """
-    labels = mx.nd.array(y, ctx=model_context(model), dtype="float32")
+    labels = mx.nd.array(y, ctx=model_device(model), dtype="float32")
     with autograd.record():
         logits = _to_device(model, x)
         for block in model:
             if not isinstance(block, nn.Dropout):
                 logits = block(logits)
-        loss = _CROSS_ENTROPY(logits, labels).mean()
+        loss = cross_entropy(logits, labels)
     loss.backward()  # grad_req="write": each backward overwrites the gradients, nothing to zero
     return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in canonical_params(model).items()}
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
+def make_optimizer(model, config: TrainConfig, kvstore=None) -> gluon.Trainer:
+    """A gluon.Trainer applying the optimizer to every parameter. One device needs no kvstore; data
+    parallelism passes one (frameworks/mxnet/distributed.py)."""
+    return gluon.Trainer(model.collect_params(), _optimizer(config), kvstore=kvstore)
 
 
-def make_optimizer(config: TrainConfig) -> mx.optimizer.Optimizer:
+def _optimizer(config: TrainConfig) -> mx.optimizer.Optimizer:
     if config.optimizer == "sgd":
         return mx.optimizer.SGD(learning_rate=config.lr, momentum=0.0, wd=0.0)
     # MXNet (like Keras) folds Adam's bias correction into the learning rate, so eps is added to
@@ -57,17 +65,16 @@ def make_optimizer(config: TrainConfig) -> mx.optimizer.Optimizer:
     return mx.optimizer.Adam(learning_rate=config.lr, beta1=config.beta1, beta2=config.beta2, epsilon=config.eps, wd=0.0)
 
 
-class Trainer:
+class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8; each step gathers and scales a batch."""
 
     def __init__(self, model, data, config: TrainConfig):
         self.model = model
         mx.random.seed(config.seed)  # dropout masks (modern variant) come from MXNet's global generators
-        self.context = model_context(model)
+        self.context = model_device(model)
         self.images = mx.nd.array(data.train_images[:, None], ctx=self.context, dtype="uint8")  # N,1,28,28
         self.labels = mx.nd.array(data.train_labels, ctx=self.context, dtype="float32")  # argmax gives float32 indices
-        # gluon.Trainer applies the optimizer to every parameter; one device needs no kvstore.
-        self.optimizer = gluon.Trainer(model.collect_params(), make_optimizer(config), kvstore=None)
+        self.optimizer = make_optimizer(model, config)
         # Running totals stay on the device: reading them every step would wait on it every step.
         self.loss_sum = mx.nd.zeros((1,), ctx=self.context)
         self.correct = mx.nd.zeros((1,), ctx=self.context)
@@ -78,7 +85,7 @@ class Trainer:
         y = self.labels.take(index)
         with autograd.record():  # train mode: dropout on
             logits = self.model(x)
-            losses = _CROSS_ENTROPY(logits, y)
+            losses = per_example_cross_entropy(logits, y)
         # backward() of the per-example losses gives the gradient of their SUM, and step(n) scales
         # gradients by 1/n: with n = this batch's length that is the gradient of the batch's mean
         # loss, the last, partial batch included.
@@ -94,11 +101,3 @@ class Trainer:
         self.loss_sum[:] = 0
         self.correct[:] = 0
         return totals
-
-
-def make_trainer(model, data, config: TrainConfig) -> Trainer:
-    return Trainer(model, data, config)
-
-
-def train(model, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
-    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)

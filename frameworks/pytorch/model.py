@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from common import spec
-from common.interface import DeviceUnavailable, LayerRow, canonical_shape
+from common.interface import DeviceUnavailable, LayerRow, canonical_shape, choose_device
 
 name = "pytorch"
 data_format = "NCHW"  # PyTorch convolves channels-first, the canonical layout: nothing to transpose
@@ -34,14 +34,16 @@ def devices() -> list[str]:
     return ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])
 
 
-def torch_device(device: str) -> torch.device:
-    if device == "gpu":
+def resolve_device(device: str) -> torch.device:
+    if choose_device(device, devices()) == "gpu":
         if not torch.cuda.is_available():
             raise DeviceUnavailable("device='gpu' but PyTorch sees no CUDA GPU; use device='cpu' or install a CUDA build of torch")
         return torch.device("cuda")
-    if device != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     return torch.device("cpu")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def build(variant: str = "classic", device: str = "cpu") -> nn.Sequential:
@@ -59,7 +61,7 @@ def build(variant: str = "classic", device: str = "cpu") -> nn.Sequential:
     # in memory; indexing and shapes stay N,C,H,W. oneDNN's CPU convolutions take that layout
     # directly, while N,C,H,W input is reordered to a blocked layout and back around every conv:
     # measured 5-10% more images/s in training here.
-    return model.to(torch_device(device), memory_format=torch.channels_last)
+    return model.to(resolve_device(device), memory_format=torch.channels_last)
 
 
 def param_count(model: nn.Module) -> int:
@@ -69,8 +71,7 @@ def param_count(model: nn.Module) -> int:
 @torch.no_grad()
 def layer_summary(model: nn.Sequential) -> list[LayerRow]:
     """Push one dummy image through each child module and record what comes out."""
-    device = next(model.parameters()).device
-    x = torch.zeros((1, *spec.INPUT_SHAPE), device=device)
+    x = torch.zeros((1, *spec.INPUT_SHAPE), device=model_device(model))
     rows = []
     for layer_name, module in model.named_children():
         x = module(x)

@@ -1,4 +1,4 @@
-"""Forward, gradients, evaluation and the training step in PyTorch."""
+"""Forward, loss, gradients, the optimizer and the training step in PyTorch."""
 
 from __future__ import annotations
 
@@ -6,18 +6,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import training
+from common import interface
 from common.interface import TrainConfig
 from common.weights import Weights
+from frameworks.pytorch.convert import canonical_params
+from frameworks.pytorch.model import model_device
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy on raw logits: F.cross_entropy applies log-softmax itself and
+    averages over the batch by default (reduction="mean")."""
+    return F.cross_entropy(logits, labels)
 
 
 def _logits(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     model.eval()  # dropout off; the modern variant's only train/eval difference
-    return model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(_device(model)))
+    return model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(model_device(model)))
 
 
 @torch.no_grad()
@@ -27,43 +31,45 @@ def forward(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 def loss_and_grads(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
     model.zero_grad(set_to_none=True)
-    labels = torch.from_numpy(np.asarray(y, np.int64)).to(_device(model))
-    loss = F.cross_entropy(_logits(model, x), labels)  # mean over the batch by default
+    labels = torch.from_numpy(np.asarray(y, np.int64)).to(model_device(model))
+    loss = cross_entropy(_logits(model, x), labels)
     loss.backward()
-    return float(loss.detach()), {key: p.grad.cpu().numpy() for key, p in model.named_parameters()}
+    return float(loss.detach()), {key: param.grad.cpu().numpy() for key, param in canonical_params(model).items()}
 
 
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
-
-
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Every hyperparameter from the config. PyTorch's Adam adds eps after the bias correction."""
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.0, weight_decay=0.0)
-    return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, weight_decay=0.0)
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=0.0)
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, weight_decay=0.0
+    )
 
 
-class Trainer:
+class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8; each step gathers and scales a batch."""
 
     def __init__(self, model: torch.nn.Module, data, config: TrainConfig):
         self.model = model
         torch.manual_seed(config.seed)  # dropout masks (modern variant) come from torch's global generator
-        device = _device(model)
+        device = model_device(model)
         self.images = torch.from_numpy(data.train_images).to(device)
         self.labels = torch.from_numpy(data.train_labels).to(device)
-        self.optimizer = make_optimizer(model.parameters(), config)
+        self.optimizer = make_optimizer(model, config)
         # Running totals stay on the device: reading them every step would wait on it every step.
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
 
-    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+    def batch(self, batch_indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The canonical float32 N,1,H,W batch in [0, 1] and its labels, gathered on the device."""
         index = torch.from_numpy(batch_indices).to(self.images.device)
-        x = self.images[index].unsqueeze(1).float().div_(255)
-        y = self.labels[index]
+        return self.images[index].unsqueeze(1).float().div_(255), self.labels[index]
+
+    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+        x, y = self.batch(batch_indices)
         self.model.train()
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -77,11 +83,3 @@ class Trainer:
         self.loss_sum.zero_()
         self.correct.zero_()
         return totals
-
-
-def make_trainer(model: torch.nn.Module, data, config: TrainConfig) -> Trainer:
-    return Trainer(model, data, config)
-
-
-def train(model: torch.nn.Module, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
-    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)

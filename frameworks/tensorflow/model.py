@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import spec
-from common.interface import DeviceUnavailable, LayerRow, canonical_shape
+from common.interface import DeviceUnavailable, LayerRow, canonical_shape, choose_device
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -33,25 +33,13 @@ def _dummy_batch() -> np.ndarray:
     return to_nhwc(np.zeros((1, *spec.INPUT_SHAPE), np.float32))
 
 
-def _padding(h) -> str:
-    """Keras spells padding as "same" or "valid", not in pixels.
-
-    "valid" is no padding. "same" keeps H,W, which at stride 1 pads (k - 1) / 2 pixels a side:
-    it equals padding 2 only because LeNet's kernels are 5x5 and its convolutions have stride 1.
-    """
-    if h["padding"] == 0:
-        return "valid"
-    if h["padding"] == (h["kernel_size"] - 1) / 2:
-        return "same"
-    raise ValueError(f"padding {h['padding']} for a {h['kernel_size']}x{h['kernel_size']} kernel is neither 'same' nor 'valid'")
-
-
 # Keras's defaults already are Glorot-uniform kernels and zero biases (PyTorch's are not);
 # they are spelled out so that a change of Keras default cannot change the network.
 _INIT = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros")
 
 _LAYERS = {
-    "conv": lambda h, name: keras.layers.Conv2D(h["out_channels"], h["kernel_size"], padding=_padding(h), name=name, **_INIT),
+    # Keras names its padding ("same", "valid") instead of counting pixels: see spec.padding_name
+    "conv": lambda h, name: keras.layers.Conv2D(h["out_channels"], h["kernel_size"], padding=spec.padding_name(h), name=name, **_INIT),
     "dense": lambda h, name: keras.layers.Dense(h["out_features"], name=name, **_INIT),
     "sigmoid": lambda h, name: keras.layers.Activation("sigmoid", name=name),
     "relu": lambda h, name: keras.layers.Activation("relu", name=name),
@@ -71,8 +59,8 @@ def devices() -> list[str]:
     return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
 
 
-def tf_device(device: str) -> str:
-    if device == "gpu":
+def resolve_device(device: str) -> str:
+    if choose_device(device, devices()) == "gpu":
         if not tf.config.list_physical_devices("GPU"):
             raise DeviceUnavailable(
                 "device='gpu' but TensorFlow sees no GPU; use device='cpu', or replace tensorflow-cpu with "
@@ -80,8 +68,6 @@ def tf_device(device: str) -> str:
                 "pip uninstall tensorflow-cpu && pip install 'tensorflow[and-cuda]==2.21.0'"
             )
         return "/GPU:0"
-    if device != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     return "/CPU:0"
 
 
@@ -95,7 +81,7 @@ def build(variant: str = "classic", device: str = "cpu") -> keras.Sequential:
 
     Parity runs then overwrite them with the canonical weights (set_weights).
     """
-    with tf.device(tf_device(device)):
+    with tf.device(resolve_device(device)):
         return keras.Sequential(
             [keras.Input(_dummy_batch().shape[1:])]
             + [_LAYERS[layer.kind](layer.hyper, layer.name) for layer in spec.layers(variant)],

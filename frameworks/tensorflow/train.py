@@ -1,4 +1,4 @@
-"""Forward, gradients, evaluation and the training step in Keras on TensorFlow."""
+"""Forward, loss, gradients, the optimizer and the training step in Keras on TensorFlow."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import training
+from common import interface
 from common.interface import TrainConfig
 from common.weights import Weights
 from frameworks.tensorflow.convert import to_canonical
 from frameworks.tensorflow.model import model_device, to_nhwc
 
-# Softmax cross-entropy on raw logits with integer labels; Keras's default reduction
+# Softmax cross-entropy with integer labels. from_logits=True because the network ends in fc3's
+# raw logits (Keras's default, False, expects probabilities); the default reduction
 # ("sum_over_batch_size") is the mean over the batch, as in PyTorch's F.cross_entropy.
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+_SPARSE_CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    return _SPARSE_CROSS_ENTROPY(labels, logits)  # Keras losses take (y_true, y_pred): labels first
 
 # Pixel value -> float32 in [0, 1]. TensorFlow's graph optimizer (and XLA) rewrite x / 255 as
 # x * (1/255), which is one ulp off for 126 of the 256 values; looking the quotients up in a
@@ -35,16 +40,12 @@ def loss_and_grads(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[fl
     variables = model.trainable_variables
     with tf.device(model_device(model)):
         with tf.GradientTape() as tape:
-            loss = LOSS(tf.constant(y, tf.int32), _logits(model, x))
+            loss = cross_entropy(_logits(model, x), tf.constant(y, tf.int32))
         grads = tape.gradient(loss, variables)
     return float(loss), to_canonical(model, {v.path: g.numpy() for v, g in zip(variables, grads)})
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return training.evaluate_with(lambda chunk: forward(model, chunk), x, y)
-
-
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(model: keras.Model, config: TrainConfig) -> keras.optimizers.Optimizer:
     """Every hyperparameter from the config: Keras's defaults differ from the other frameworks'.
 
     Keras's Adam epsilon defaults to 1e-7 (PyTorch, optax, MXNet: 1e-8). Keras also adds epsilon
@@ -53,10 +54,14 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     sqrt(v) is as small as eps (measured: per-epoch Adam losses within 1e-4 of PyTorch's).
     """
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.0, nesterov=False, weight_decay=None)
-    return keras.optimizers.Adam(
-        learning_rate=config.lr, beta_1=config.beta1, beta_2=config.beta2, epsilon=config.eps, amsgrad=False, weight_decay=None
-    )
+        optimizer = keras.optimizers.SGD(learning_rate=config.lr, momentum=0.0, nesterov=False, weight_decay=None)
+    else:
+        optimizer = keras.optimizers.Adam(
+            learning_rate=config.lr, beta_1=config.beta1, beta_2=config.beta2, epsilon=config.eps, amsgrad=False,
+            weight_decay=None,
+        )
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def seed_dropout(model: keras.Model, seed: int) -> None:
@@ -82,7 +87,7 @@ def unpack_pixels(words: tf.Tensor, image_shape) -> tf.Tensor:
     return tf.reshape(tf.bitcast(words, tf.uint8), (-1, *image_shape))
 
 
-class Trainer:
+class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8 NHWC; each step gathers and scales a batch."""
 
     def __init__(self, model: keras.Model, data, config: TrainConfig):
@@ -96,8 +101,7 @@ class Trainer:
             self.images = pack_pixels(images)
             self.labels = tf.constant(data.train_labels, tf.int32)
             self.pixel_values = tf.constant(PIXEL_VALUES)
-            self.optimizer = make_optimizer(config)
-            self.optimizer.build(self.variables)
+            self.optimizer = make_optimizer(model, config)
             # Running totals stay on the device: reading them every step would wait on it every step.
             self.loss_sum = tf.Variable(0.0)
             self.correct = tf.Variable(0, dtype=tf.int64)
@@ -113,7 +117,7 @@ class Trainer:
             y = tf.gather(self.labels, batch_indices)
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
-                loss = LOSS(y, logits)
+                loss = cross_entropy(logits, y)
             self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
             self.loss_sum.assign_add(loss * tf.cast(tf.size(batch_indices), tf.float32))
             self.correct.assign_add(tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int64)))
@@ -127,11 +131,3 @@ class Trainer:
         self.loss_sum.assign(0.0)
         self.correct.assign(0)
         return totals
-
-
-def make_trainer(model: keras.Model, data, config: TrainConfig) -> Trainer:
-    return Trainer(model, data, config)
-
-
-def train(model: keras.Model, data, config: TrainConfig, on_epoch=None, on_batch=None) -> list[dict]:
-    return training.fit(make_trainer(model, data, config), lambda x, y: evaluate(model, x, y), data, config, on_epoch, on_batch)
