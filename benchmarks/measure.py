@@ -22,12 +22,14 @@ from frameworks import get_backend
 WARMUP_BATCHES = 20
 
 
-def measure(framework: str, loop: str) -> dict:
+def measure(framework: str, loop: str, train_subset: int | None = None) -> dict:
+    """One loop's warm-up and one measured epoch; train_subset shortens the epoch (the tests use it)."""
     backend = get_backend(framework)
-    data = load_fashion_mnist()
+    data = load_fashion_mnist(train_subset=train_subset, test_subset=0)
     config = TrainConfig(epochs=1)
     model = backend.build(config.variant, config.device)
-    backend.set_weights(model, init_weights(config.seed))
+    initial = init_weights(config.seed)
+    backend.set_weights(model, initial)
     start = time.perf_counter()
     if loop == "trainer":
         trainer = backend.make_trainer(model, data, config)
@@ -42,9 +44,12 @@ def measure(framework: str, loop: str) -> dict:
         tutorial.train_epoch(model, data, config)
         seconds = time.perf_counter() - start
     images = len(data.train_labels)
+    trained = backend.get_weights(model)
     return dict(
-        framework=framework, loop=loop, version=backend.version(), warmup_seconds=warmup, epoch_seconds=seconds,
+        framework=framework, loop=loop, version=backend.version(), images=images, warmup_seconds=warmup, epoch_seconds=seconds,
         images_per_second=images / seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # How far training moved the weights: a loop that silently trained nothing would show 0.
+        weight_change=max(float(abs(trained[name] - initial[name]).max()) for name in initial),
     )
 
 

@@ -6,6 +6,7 @@ It only parses options and prints; the work is done by the backend's interface f
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from types import ModuleType
 
@@ -16,23 +17,45 @@ from rich.table import Table
 
 from common import spec
 from common.data import DataError, load_fashion_mnist
-from common.files import write_json
-from common.interface import DEFAULT_LR, DEVICES, OPTIMIZERS, DeviceUnavailable, TrainConfig
+from common.files import FolderBusy, OutputError, check_output_path, write_json
+from common.interface import DEFAULT_LR, DEVICES, MAX_SEED, OPTIMIZERS, DeviceUnavailable, TrainConfig
 from common.training import TrainingDiverged
 from common.weights import WeightsError, init_weights, load_weights, save_weights
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+# Every error a user's input or environment can cause: printed as one line, never a traceback.
+USER_ERRORS = (DataError, WeightsError, OutputError, FolderBusy, TrainingDiverged, DeviceUnavailable, OSError)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def whole_number(text: str, low: int, high: float = math.inf) -> int:
+    """An argparse value in low..high; ArgumentTypeError (one usage line) otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        bounds = f">= {low}" if high == math.inf else f"from {low} to {high}"
+        raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
     return value
 
 
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
+
+
+def seed_number(text: str) -> int:
+    # Checked here: a seed out of range otherwise fails inside a framework's generator, with a traceback.
+    return whole_number(text, 0, MAX_SEED)
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 
 
@@ -44,9 +67,9 @@ def add_training_options(parser: argparse.ArgumentParser, multiple_seeds: bool =
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=positive_float, default=None, help=f"default: {DEFAULT_LR}")
     if multiple_seeds:
-        parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
+        parser.add_argument("--seed", type=seed_number, nargs="+", default=[0], help=f"one or more seeds, 0 to {MAX_SEED}")
     else:
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=seed_number, default=0, help=f"0 to {MAX_SEED}")
     parser.add_argument("--train-subset", type=positive_int, default=None, help="train on the first N examples")
     parser.add_argument("--test-subset", type=positive_int, default=None, help="test on the first N examples")
     parser.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
@@ -83,33 +106,65 @@ def run_summary(backend: ModuleType, args, console: Console) -> None:
     console.print(summary_table(backend, backend.build(args.variant, args.device)))
 
 
+def check_outputs(args) -> None:
+    """Fail now, not after training, when --json or --save-weights cannot be written."""
+    paths = [check_output_path(path, flag) for flag, path in (("--json", args.json), ("--save-weights", args.save_weights)) if path]
+    if len(paths) == 2 and paths[0].resolve() == paths[1].resolve():
+        raise OutputError(f"--json and --save-weights are both {paths[0]}. Fix: give them different paths.")
+
+
+def history_record(backend: ModuleType, config: TrainConfig, history: list[dict], partial: bool) -> dict:
+    return dict(framework=backend.name, version=backend.version(), config=config.to_dict(), partial=partial, history=history)
+
+
 def run_training(backend: ModuleType, args, console: Console) -> list[dict]:
     config = config_from_args(args, args.seed, args.device)
-    data = load_fashion_mnist(args.data_dir, train_subset=args.train_subset, test_subset=args.test_subset)
+    check_outputs(args)
+    initial = load_weights(args.init_weights, config.variant) if args.init_weights else init_weights(config.seed, config.variant)
     model = backend.build(config.variant, config.device)
     # Every framework starts from the same canonical numbers, not from its own initializer.
-    backend.set_weights(model, load_weights(args.init_weights) if args.init_weights else init_weights(config.seed))
+    backend.set_weights(model, initial)
+    data = load_fashion_mnist(args.data_dir, train_subset=args.train_subset, test_subset=args.test_subset)
     console.print(f"{backend.name} {backend.version()}: {config}")
     console.print(f"data: {len(data.train_labels):,} train / {len(data.test_labels):,} test from {data.source}")
-    with Progress(
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as progress:
-        task = progress.add_task("train", total=None, epoch=1)
+    history = []  # filled as epochs finish, so a stopped run still has them
+    try:
+        with Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as progress:
+            task = progress.add_task("train", total=None, epoch=1)
 
-        def on_batch(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            def on_batch(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
 
-        def on_epoch(entry: dict) -> None:
-            progress.console.print(format_epoch(entry, config.epochs))
-            progress.update(task, completed=0, epoch=entry["epoch"] + 1)
+            def on_epoch(entry: dict) -> None:
+                history.append(entry)
+                progress.console.print(format_epoch(entry, config.epochs))
+                progress.update(task, completed=0, epoch=entry["epoch"] + 1)
 
-        history = backend.train(model, data, config, on_epoch=on_epoch, on_batch=on_batch)
+            backend.train(model, data, config, on_epoch=on_epoch, on_batch=on_batch)
+    except (KeyboardInterrupt, TrainingDiverged):
+        if args.json:
+            path = write_json(args.json, history_record(backend, config, history, partial=True))
+            console.print(f"stopped after {len(history)} of {config.epochs} epochs: their history written to {path}, marked partial")
+        if args.save_weights:
+            console.print(f"weights not written to {args.save_weights}: the run did not finish")
+        raise
+    # Both outputs are attempted, so one that fails does not cost the other.
+    outputs = []
     if args.json:
-        record = dict(framework=backend.name, version=backend.version(), config=config.to_dict(), history=history)
-        console.print(f"history written to {write_json(args.json, record)}")
+        outputs.append(("history", lambda: write_json(args.json, history_record(backend, config, history, partial=False))))
     if args.save_weights:
-        console.print(f"weights written to {save_weights(backend.get_weights(model), args.save_weights)}")
+        outputs.append(("weights", lambda: save_weights(backend.get_weights(model), args.save_weights, config.variant)))
+    failures = []
+    for what, write in outputs:
+        try:
+            console.print(f"{what} written to {write()}")
+        except OutputError as err:
+            failures.append(str(err))
+    if failures:
+        raise OutputError("; ".join(failures))
     return history
 
 
@@ -130,9 +185,12 @@ def build_parser(backend: ModuleType) -> argparse.ArgumentParser:
 
 def main(backend: ModuleType, argv: list[str] | None = None) -> None:
     args = build_parser(backend).parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # an error or epoch line stays one line, however long
     try:
         (run_summary if args.command == "summary" else run_training)(backend, args, console)
-    except (DataError, WeightsError, TrainingDiverged, DeviceUnavailable) as err:
+    except USER_ERRORS as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")  # escape: messages may hold [brackets]
         sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted:[/red] stopped by Ctrl-C")
+        sys.exit(EXIT_INTERRUPTED)

@@ -12,15 +12,15 @@ import os
 import struct
 import urllib.request
 import zlib
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common.files import atomic_write
+from common.files import OutputError, atomic_write, check_output_dir
 
 IMAGE_SIZE = 28
-CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
 MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -29,7 +29,7 @@ MIRRORS = (
 HOW_TO_GET_IT = (
     "Ways to get Fashion-MNIST: (1) `apt-get install dataset-fashion-mnist` (files land in "
     f"{SYSTEM_DIR}); (2) put the four .gz files in a folder and set FASHION_MNIST_DIR to it, or pass "
-    f"data_dir; (3) let it download from {MIRRORS[0]} into the cache folder."
+    f"--data-dir; (3) let it download from {MIRRORS[0]} into the cache folder."
 )
 
 
@@ -72,30 +72,68 @@ def cache_dir() -> Path:
     return Path(base) / "lenet-parity" / "fashion-mnist"
 
 
-def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where the files are looked for, in order."""
-    found = [data_dir, os.environ.get("FASHION_MNIST_DIR"), cache_dir(), SYSTEM_DIR]
-    return [Path(d) for d in found if d]
+def named_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, str] | None:
+    """The folder the user named and how they named it: data_dir first, then $FASHION_MNIST_DIR."""
+    if data_dir is not None:
+        return Path(data_dir), "--data-dir"
+    if os.environ.get("FASHION_MNIST_DIR"):
+        return Path(os.environ["FASHION_MNIST_DIR"]), "FASHION_MNIST_DIR"
+    return None
+
+
+def check_named_dir(folder: Path, origin: str) -> Path:
+    """The folder if it holds all four files; else a DataError saying what is missing there.
+
+    A folder the user named is never swapped for another one: that would train on data they
+    did not ask for.
+    """
+    drop = "leave it out" if origin == "--data-dir" else "unset it"
+    fix = (
+        f"Fix: put the four files there, or point {origin} at a folder that holds them "
+        f"(`apt-get install dataset-fashion-mnist` puts them in {SYSTEM_DIR}), or {drop} to use "
+        f"{SYSTEM_DIR} or the download cache."
+    )
+    if not folder.exists():
+        raise DataError(f"{folder} (from {origin}) does not exist. {fix}")
+    if not folder.is_dir():
+        raise DataError(f"{folder} (from {origin}) is a file, not a folder. {fix}")
+    missing = [idx.filename for idx in FILES.values() if not (folder / idx.filename).is_file()]
+    if missing:
+        held = "none" if len(missing) == len(FILES) else f"{len(FILES) - len(missing)}"
+        raise DataError(f"{folder} (from {origin}) holds {held} of the four Fashion-MNIST files; missing {', '.join(missing)}. {fix}")
+    return folder
 
 
 def _fix_for(path: Path) -> str:
-    if path.parent == SYSTEM_DIR:
+    """Advice that is true for the folder the damaged file is in."""
+    folder = path.parent.resolve()
+    if folder == SYSTEM_DIR.resolve():
         return "Fix: `apt-get install --reinstall dataset-fashion-mnist`."
+    if folder == cache_dir().resolve():
+        return f"Fix: delete {path} and run again to download a fresh copy."
     return (
-        f"Fix: delete {path} and run again to download a fresh copy, or set FASHION_MNIST_DIR "
-        "to a folder with good files (`apt-get install dataset-fashion-mnist` provides them)."
+        "Fix: replace it with a good copy (`apt-get install dataset-fashion-mnist` puts one in "
+        f"{SYSTEM_DIR}), or point --data-dir or FASHION_MNIST_DIR at a folder with good files."
     )
 
 
-def read_idx(path: Path, idx: IdxFile) -> np.ndarray:
-    """Decompress, check and parse one IDX file; every failure is a DataError naming the file."""
+def read_idx(path: Path, idx: IdxFile, fix: str | None = None) -> np.ndarray:
+    """Decompress, check and parse one IDX file; every failure is a DataError naming the file.
+
+    fix: the advice to append; by default the one for the folder the file is in.
+    """
     path = Path(path)
 
     def fail(problem: str):
-        raise DataError(f"{path}: {problem}. {_fix_for(path)}")
+        advice = _fix_for(path) if fix is None else fix
+        raise DataError(f"{path}: {problem}. {advice}".rstrip())
 
     try:
-        raw = gzip.decompress(path.read_bytes())
+        compressed = path.read_bytes()
+    except OSError as err:
+        fail(f"cannot be read ({err.strerror or err}); check that it is a file you may read")
+    try:
+        raw = gzip.decompress(compressed)
     except (OSError, EOFError, zlib.error) as err:
         fail(f"cannot be decompressed ({err}); the file is truncated or is not gzip")
     header = struct.Struct(">IIII" if idx.is_images else ">II")
@@ -125,6 +163,10 @@ def read_idx(path: Path, idx: IdxFile) -> np.ndarray:
 
 def download_files(target_dir: Path, mirrors=MIRRORS, timeout: float = 60) -> Path:
     """Fetch the four files into target_dir: temp file, verify, rename; next mirror on failure."""
+    try:
+        check_output_dir(target_dir, "download cache")  # before downloading anything
+    except OutputError as err:
+        raise DataError(f"{err} Or set XDG_CACHE_HOME to a folder you can write to. {HOW_TO_GET_IT}") from None
     for idx in FILES.values():
         path = target_dir / idx.filename
         if path.is_file():
@@ -139,14 +181,18 @@ def download_files(target_dir: Path, mirrors=MIRRORS, timeout: float = 60) -> Pa
                 errors.append(f"{url}: {err}")
                 continue
             tmp = target_dir / f".{idx.filename}.download"
-            atomic_write(tmp, lambda f: f.write(payload))
             try:
-                read_idx(tmp, idx)
+                atomic_write(tmp, lambda f: f.write(payload))
+                read_idx(tmp, idx, fix="")  # the next mirror is the fix
+                os.replace(tmp, path)
             except DataError as err:
                 tmp.unlink()
                 errors.append(f"{url}: {err}")
                 continue
-            os.replace(tmp, path)
+            except (OutputError, OSError) as err:
+                with suppress(OSError):  # the folder itself may be what is broken
+                    tmp.unlink()
+                raise DataError(f"cannot save the download in {target_dir}: {err} {HOW_TO_GET_IT}") from None
             break
         else:
             raise DataError(
@@ -168,23 +214,30 @@ def load_fashion_mnist(
 ) -> FashionMNIST:
     """Find (or download), verify and load Fashion-MNIST.
 
-    Folders searched in order: data_dir, $FASHION_MNIST_DIR, the cache folder, Debian's
-    /usr/share/datasets/fashion-mnist. The first holding all four files is used; with none, the
-    files are downloaded into the cache folder unless download is False. A subset keeps
-    the first N examples; 0 keeps none and leaves that split's files unread.
+    A folder the user names (data_dir, else $FASHION_MNIST_DIR) is used or rejected with a
+    DataError, never replaced by another. Without one, the cache folder and then Debian's
+    /usr/share/datasets/fashion-mnist are searched, and with neither holding all four files the
+    files are downloaded into the cache folder unless download is False. A subset keeps the
+    first N examples; 0 keeps none and leaves that split's files unread.
     """
-    folders = candidate_dirs(data_dir)
-    folder = next((d for d in folders if _has_all_files(d)), None)
-    if folder is None:
-        searched = ", ".join(str(d) for d in folders)
-        if not download:
-            raise DataError(f"Fashion-MNIST not found (searched {searched}) and downloading is off. {HOW_TO_GET_IT}")
-        folder = download_files(cache_dir(), mirrors)
-    arrays = {}
-    for split, subset in (("train", train_subset), ("test", test_subset)):
+    splits = (("train", train_subset), ("test", test_subset))
+    for split, subset in splits:
         total = FILES[f"{split}_images"].count
         if subset is not None and not 0 <= subset <= total:
             raise DataError(f"{split} subset must be between 0 and {total}, got {subset}")
+    named = named_dir(data_dir)
+    if named:
+        folder = check_named_dir(*named)
+    else:
+        folders = (cache_dir(), SYSTEM_DIR)
+        folder = next((d for d in folders if _has_all_files(d)), None)
+        if folder is None:
+            searched = ", ".join(str(d) for d in folders)
+            if not download:
+                raise DataError(f"Fashion-MNIST not found (searched {searched}) and downloading is off. {HOW_TO_GET_IT}")
+            folder = download_files(cache_dir(), mirrors)
+    arrays = {}
+    for split, subset in splits:
         for key in (f"{split}_images", f"{split}_labels"):
             idx = FILES[key]
             # A subset of 0 (say, evaluating on the test set only) skips reading and verifying the file.

@@ -1,8 +1,8 @@
 """The comparison harness: one process per framework, then the parity checks and the report.
 
 Frameworks fight inside one process, so each runs `python -m frameworks.worker` in its own
-interpreter (its tox env's when one exists). Workers write JSON and .npz files; this module
-only reads them, judges them (common.parity) and reports (common.report).
+interpreter (its tox env's when one exists). Workers write JSON and .npz files (common/protocol.py);
+this module only reads them, judges them (common.parity) and reports (common.report).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +21,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common import parity
+from common import parity, protocol
 from common.data import load_fashion_mnist, scale_images
-from common.files import atomic_write, write_json
+from common.files import atomic_write, folder_lock, write_json
+from common.interface import TrainConfig
+from common.protocol import Job
 from common.report import REPO, write_report
-from common.weights import init_weights, load_weights, save_weights
+from common.weights import WeightsError, init_weights, load_weights, save_weights
 
 PROBE_SIZE = 64  # the fixed batch for forward and gradient checks: the first test images
+WORKER_GRACE_S = 10  # after Ctrl-C, how long a worker may take to write its partial result
 
 
 @dataclass
 class Options:
     frameworks: list[str]
-    config: dict  # TrainConfig fields; device may also be "auto"
+    config: TrainConfig  # the recipe; its seed is replaced by each of `seeds`, its device may be "auto"
     seeds: list[int]
     out: Path
     train_subset: int | None = None
@@ -41,43 +44,77 @@ class Options:
     data_dir: str | None = None
     force: bool = False
     steps: int = 50  # first SGD steps compared step by step
-    modules: dict[str, str] = field(default_factory=dict)  # framework -> module path, for the harness's own tests
+    replicas: list[int] = field(default_factory=list)  # data-parallel runs, each against the 1-replica run
+    pythons: dict[str, str] = field(default_factory=dict)  # framework -> interpreter, instead of its tox env's
 
 
-def interpreter(framework: str) -> str:
-    """The framework's tox env interpreter when it exists, else this one."""
+def interpreter(framework: str, pythons: dict[str, str] | None = None) -> str:
+    """The interpreter asked for, else the framework's tox env interpreter when it exists, else this one."""
+    if pythons and framework in pythons:
+        return pythons[framework]
     candidate = REPO / ".tox" / framework / "bin" / "python"
     return str(candidate) if candidate.exists() else sys.executable
 
 
-def run_worker(framework: str, job: dict, options: Options, on_event) -> dict:
-    """Run one worker process (or reuse its finished result) and return what it wrote."""
-    out = Path(job["out"])
-    result_path = out / f"{job['phase']}.json"
-    job_path = out / f"{job['phase']}-job.json"
-    if not options.force and result_path.exists() and job_path.exists():
-        previous = json.loads(result_path.read_text())
-        if previous.get("status") == "ok" and json.loads(job_path.read_text()) == job:
-            on_event(dict(event="reused"))
-            return previous
-    result_path.unlink(missing_ok=True)
-    write_json(job_path, job)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    with open(out / f"{job['phase']}-stderr.log", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable if framework in options.modules else interpreter(framework), "-m", "frameworks.worker", str(job_path)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
-        )
-        for line in process.stdout:
+def reusable(job: Job, options: Options) -> dict | None:
+    """An earlier run's result for exactly this job, if it finished and every file it wrote is still sound."""
+    if options.force:
+        return None
+    try:
+        previous = json.loads(protocol.result_path(job.out, job.phase).read_text())
+        if previous.get("status") != "ok" or Job.load(protocol.job_path(job.out, job.phase)) != job:
+            return None
+        if job.phase == "run":
+            load_weights(Path(job.out) / protocol.TRAINED_WEIGHTS)
+            with np.load(Path(job.out) / protocol.PROBE_RESULTS) as probe_results:
+                probe_results.files  # noqa: B018 - opening the archive checks it
+        elif job.phase == "data_parallel":
+            load_weights(previous["weights"])
+    except (OSError, ValueError, KeyError, TypeError, WeightsError):  # missing, damaged or from another version
+        return None
+    return previous
+
+
+class Worker:
+    """One worker process; the harness keeps a handle so Ctrl-C can end it."""
+
+    def __init__(self, job: Job, options: Options):
+        self.job, self.options, self.process = job, options, None
+
+    def run(self, on_event) -> dict:
+        job = self.job
+        protocol.result_path(job.out, job.phase).unlink(missing_ok=True)
+        job_file = job.save()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        with open(protocol.stderr_path(job.out, job.phase), "w") as stderr:
+            self.process = subprocess.Popen(
+                [interpreter(job.framework, self.options.pythons), "-m", "frameworks.worker", str(job_file)],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+            for line in self.process.stdout:
+                event = protocol.parse_event(line)
+                if event:
+                    on_event(event)
+            self.process.wait()
+        return self.read_result()
+
+    def read_result(self) -> dict:
+        job = self.job
+        try:
+            return json.loads(protocol.result_path(job.out, job.phase).read_text())
+        except (OSError, ValueError):
+            tail = protocol.stderr_path(job.out, job.phase).read_text(errors="replace")[-2000:]
+            code = self.process.returncode if self.process else None
+            return dict(framework=job.framework, status="failed", error=f"worker exited with code {code} and wrote no result:\n{tail}")
+
+    def stop(self) -> None:
+        """After Ctrl-C: the worker got the same SIGINT; give it a moment to write, then end it by its pid."""
+        if self.process and self.process.poll() is None:
             try:
-                on_event(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a framework's own chatter on stdout
-        process.wait()
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    tail = (out / f"{job['phase']}-stderr.log").read_text()[-2000:]
-    return dict(framework=framework, status="failed", error=f"worker exited with code {process.returncode} and wrote no result:\n{tail}")
+                self.process.wait(WORKER_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def environment(runs: dict) -> dict:
@@ -118,70 +155,133 @@ class Display:
                     task, completed=event["epoch"],
                     status=f"epoch {event['epoch']}: loss {event['train_loss']:.4f} acc {event['test_accuracy']:.4f}",
                 )
-            elif kind == "reused":
-                self.progress.update(task, total=1, completed=1, status="done earlier, reused")
 
         return task, on_event
 
-    def finish(self, task, result: dict) -> None:
-        status = "ok" if result.get("status") == "ok" else f"[red]failed: {result.get('error', '')[:60]}"
+    def finish(self, task, result: dict, reused: bool = False) -> None:
+        if reused:
+            status = "done earlier, reused"
+            self.progress.update(task, total=1, completed=1)
+        elif result.get("status") == "ok":
+            status = "ok"
+        else:
+            status = f"[red]failed: {result.get('error', '')[:60]}"
         self.progress.update(task, status=status)
         self.progress.stop_task(task)  # freezes its clock: a task with no total would count on to the end
 
 
+class Comparison:
+    """One comparison into one folder: the workers it runs and what they returned, in order."""
+
+    def __init__(self, options: Options, display: Display):
+        self.options, self.display = options, display
+        self.results: dict[str, dict] = {}  # a label per job ("pytorch seed 0") -> its result
+        self.reused_seconds = 0.0
+        self.current: Worker | None = None
+
+    def run(self, label: str, job: Job) -> dict:
+        task, on_event = self.display.handler(label)
+        previous = reusable(job, self.options)
+        if previous is not None:
+            self.reused_seconds += previous.get("seconds", 0.0)
+            self.display.finish(task, previous, reused=True)
+            self.results[label] = previous
+            return previous
+        self.current = Worker(job, self.options)
+        result = self.current.run(on_event)
+        self.current = None
+        self.display.finish(task, result)
+        self.results[label] = result
+        return result
+
+
 def run_comparison(options: Options, console: Console | None = None) -> dict:
-    """Run every framework, check parity, write summary.json and the report; return the summary."""
+    """Run every framework, check parity, write summary.json and the report; return the summary.
+
+    The folder is locked for the whole run, so a second comparison into it stops at once. On
+    Ctrl-C the running worker is ended, and the summary and report are written from what finished,
+    marked partial; then KeyboardInterrupt goes on to the caller.
+    """
     console = console or Console()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    data = load_fashion_mnist(options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
-    probe_x, probe_y = scale_images(data.test_images[:PROBE_SIZE]), data.test_labels[:PROBE_SIZE]
-    probe_path = atomic_write(out / "probe.npz", lambda f: np.savez(f, x=probe_x, y=probe_y))
-    base_job = dict(
-        config=options.config, data_dir=options.data_dir, train_subset=options.train_subset,
-        test_subset=options.test_subset, probe=str(probe_path),
-    )
-    display = Display(console)
-    runs: dict[str, dict[int, dict]] = {name: {} for name in options.frameworks}
-    with display.progress:
-        for seed in options.seeds:
-            initial = save_weights(init_weights(seed, options.config["variant"]), out / f"initial_weights_seed{seed}.npz")
-            for name in options.frameworks:
-                job = dict(
-                    base_job, phase="run", framework=name, module=options.modules.get(name),
-                    config={**options.config, "seed": seed}, initial_weights=str(initial),
-                    steps=options.steps if seed == options.seeds[0] else 0, out=str(out / name / f"seed{seed}"),
-                )
-                task, on_event = display.handler(f"{name} seed {seed}")
-                runs[name][seed] = run_worker(name, job, options, on_event)
-                display.finish(task, runs[name][seed])
-        first = options.seeds[0]
-        trained = {
-            name: str(out / name / f"seed{first}" / "trained_weights.npz")
-            for name in options.frameworks
-            if runs[name][first]["status"] == "ok"
-        }
-        cross = {}
-        for name in trained:
-            job = dict(
-                base_job, phase="crosseval", framework=name, module=options.modules.get(name),
-                config={**options.config, "seed": first}, weights=trained, out=str(out / name / f"seed{first}"),
-            )
-            task, on_event = display.handler(f"{name} cross-eval")
-            cross[name] = run_worker(name, job, options, on_event)
-            display.finish(task, cross[name])
-    summary = summarize(options, runs, cross, probe_x, probe_y, out)
-    summary["seconds"] = time.perf_counter() - started
-    write_json(out / "summary.json", summary)
-    write_report(summary, out)
+    with folder_lock(out):
+        started = time.perf_counter()
+        # Every file is read and verified once here, so bad data stops the run before any worker starts.
+        data = load_fashion_mnist(options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
+        probe_x, probe_y = scale_images(data.test_images[:PROBE_SIZE]), data.test_labels[:PROBE_SIZE]
+        probe_path = atomic_write(out / "probe.npz", lambda f: np.savez(f, x=probe_x, y=probe_y))
+        comparison = Comparison(options, Display(console))
+        interrupted = False
+        with comparison.display.progress:
+            try:
+                run_all_phases(options, comparison, str(probe_path))
+            except KeyboardInterrupt:
+                interrupted = True
+                if comparison.current:
+                    comparison.current.stop()
+        summary = summarize(options, comparison.results, probe_x, probe_y, out)
+        summary.update(
+            partial=interrupted, seconds=time.perf_counter() - started, reused_seconds=comparison.reused_seconds,
+            data_source=data.source,
+        )
+        write_json(out / "summary.json", summary)
+        write_report(summary, out)
     console.print(final_table(summary))
+    if interrupted:
+        raise KeyboardInterrupt
     return summary
 
 
-def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: Path) -> dict:
+def run_label(name: str, seed: int) -> str:
+    return f"{name} seed {seed}"
+
+
+def replicas_label(name: str, replicas: int) -> str:
+    return f"{name} x{replicas} replicas"
+
+
+def run_all_phases(options: Options, comparison: Comparison, probe_path: str) -> None:
+    out, first = Path(options.out), options.seeds[0]
+    shared = dict(data_dir=options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
+    initial = {}
+    for seed in options.seeds:
+        initial[seed] = str(save_weights(init_weights(seed, options.config.variant), out / f"initial_weights_seed{seed}.npz"))
+        for name in options.frameworks:
+            job = Job(
+                phase="run", framework=name, config=replace(options.config, seed=seed), out=str(out / name / f"seed{seed}"),
+                probe=probe_path, initial_weights=initial[seed], steps=options.steps if seed == first else 0, **shared,
+            )
+            comparison.run(run_label(name, seed), job)
+    trained = {
+        name: str(out / name / f"seed{first}" / protocol.TRAINED_WEIGHTS)
+        for name in options.frameworks
+        if comparison.results[run_label(name, first)]["status"] == "ok"
+    }
+    for name in options.frameworks:
+        for replicas in options.replicas:
+            job = Job(
+                phase="data_parallel", framework=name, config=replace(options.config, seed=first),
+                out=str(out / name / f"replicas{replicas}"), initial_weights=initial[first], steps=options.steps,
+                replicas=replicas, **shared,
+            )
+            result = comparison.run(replicas_label(name, replicas), job)
+            if result["status"] == "ok":
+                trained[replicas_label(name, replicas)] = result["weights"]
+    for name in options.frameworks:
+        if name in trained:
+            job = Job(
+                phase="crosseval", framework=name, config=replace(options.config, seed=first),
+                out=str(out / name / f"seed{first}"), weights=trained, **shared,
+            )
+            comparison.run(f"{name} cross-eval", job)
+
+
+def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out: Path) -> dict:
     first = options.seeds[0]
-    variant = options.config["variant"]
+    variant = options.config.variant
+    not_run = dict(status="failed", error="not run: the comparison was interrupted first")
+    runs = {name: {seed: results.get(run_label(name, seed), not_run) for seed in options.seeds} for name in options.frameworks}
     checks = []
     frameworks = {}
     for name, by_seed in runs.items():
@@ -192,25 +292,37 @@ def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: 
             entry["error"] = failed[0].get("error", "unknown error")
         if result["status"] == "ok":
             entry.update(
-                params=result["params"], layers=result["layers"], history=result["history"],
-                final_test_accuracy=result["final_test_accuracy"], seconds=result["seconds"],
+                params=result["params"], layers=result["layers"], history=result["history"], step_losses=result["step_losses"],
+                final_test_accuracy=result["final_test_accuracy"], seconds=result["seconds"], speed=result.get("speed"),
                 seed_accuracies={str(s): r["final_test_accuracy"] for s, r in by_seed.items() if r["status"] == "ok"},
             )
             initial = load_weights(out / f"initial_weights_seed{first}.npz")
-            with np.load(out / name / f"seed{first}" / "probe_results.npz") as probe_results:
+            with np.load(out / name / f"seed{first}" / protocol.PROBE_RESULTS) as probe_results:
                 checks += parity.structure_checks(name, result, variant)
                 checks += parity.probe_checks(name, dict(probe_results), result["probe_loss"], initial, probe_x, probe_y, variant)
         frameworks[name] = entry
     # Exact agreement is expected only without dropout (its masks differ between frameworks) and with
     # plain SGD (Keras and MXNet add Adam's eps before the bias correction, PyTorch and optax after).
-    deterministic = variant == "classic" and options.config["optimizer"] == "sgd"
+    deterministic = variant == "classic" and options.config.optimizer == "sgd"
     for seed in options.seeds:
         finished = {name: runs[name][seed] for name in runs if runs[name][seed]["status"] == "ok"}
         for item in parity.training_checks(finished, deterministic):
             if len(options.seeds) > 1:
                 item["check"] += f" (seed {seed})"
             checks.append(item)
-    matrix = {name: r["accuracy"] for name, r in cross.items() if r["status"] == "ok"}
+    data_parallel = {}
+    for name in options.frameworks:
+        for replicas in options.replicas:
+            result = results.get(replicas_label(name, replicas), not_run)
+            entry = {key: value for key, value in result.items() if key not in ("traceback", "framework", "phase")}
+            data_parallel.setdefault(name, {})[str(replicas)] = entry
+            if result["status"] == "ok" and runs[name][first]["status"] == "ok":
+                checks += parity.replica_checks(name, replicas, result, runs[name][first], deterministic)
+    matrix = {
+        name: results[f"{name} cross-eval"]["accuracy"]
+        for name in options.frameworks
+        if results.get(f"{name} cross-eval", {}).get("status") == "ok"
+    }
     checks += parity.cross_eval_checks(matrix)
     stats = {}
     if not deterministic or len(options.seeds) > 1:
@@ -219,17 +331,19 @@ def summarize(options: Options, runs: dict, cross: dict, probe_x, probe_y, out: 
         )
         checks += parity.seed_overlap_check(stats)
     return dict(
-        config=dict(options.config, seeds=options.seeds, train_subset=options.train_subset, test_subset=options.test_subset),
+        config=dict(options.config.to_dict(), seeds=options.seeds, train_subset=options.train_subset, test_subset=options.test_subset),
         environment=environment({name: by_seed[first] for name, by_seed in runs.items()}),
         frameworks=frameworks,
         parity=checks,
         cross_eval=matrix,
         seed_statistics=stats,
+        data_parallel=data_parallel,
     )
 
 
 def final_table(summary: dict) -> Table:
-    table = Table(title=f"LeNet-5 parity: {'PASS' if parity.passed(summary) else 'FAIL'}")
+    verdict = "PARTIAL" if summary.get("partial") else ("PASS" if parity.passed(summary) else "FAIL")
+    table = Table(title=f"LeNet-5 parity: {verdict}")
     for column in ("framework", "status", "params", "final test acc", "s/epoch", "images/s"):
         table.add_column(column)
     for name, entry in summary["frameworks"].items():

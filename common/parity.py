@@ -19,6 +19,7 @@ STEP_LOSS_TOL = 1e-4  # per-step loss spread over the first steps
 EPOCH_LOSS_TOL = 1e-3  # per-epoch training loss spread
 ACCURACY_SPREAD_TOL = 0.002  # final test accuracy spread: 0.2 percentage points
 CROSS_EVAL_TOL = 0.0001  # same weights, different framework: 0.01 percentage points
+REPLICA_WEIGHT_TOL = 1e-6  # max abs difference between the replicas' final weights
 
 
 def check(name: str, frameworks: Iterable[str], value: float, tolerance: float, detail: str = "") -> dict:
@@ -102,9 +103,34 @@ def cross_eval_checks(matrix: dict[str, dict[str, float]]) -> list[dict]:
     return checks
 
 
+def replica_checks(name: str, replicas: int, result: dict, single: dict, deterministic: bool) -> list[dict]:
+    """One framework trained on N replicas against its own 1-replica run, and its replicas against each other."""
+    label = f"{name}, {replicas} replicas vs 1"
+    checks = [
+        check(
+            f"{replicas} replicas hold the same weights", [name], result["replica_max_weight_difference"], REPLICA_WEIGHT_TOL,
+            "max abs difference between replicas",
+        )
+    ]
+    if not deterministic:
+        return checks
+    if result["step_losses"] and single["step_losses"]:
+        steps = min(len(result["step_losses"]), len(single["step_losses"]))
+        gap = np.max(np.abs(np.subtract(result["step_losses"][:steps], single["step_losses"][:steps])))
+        checks.append(check(f"first {steps} step losses agree, {replicas} replicas vs 1", [name], gap, STEP_LOSS_TOL, label))
+    epochs = np.abs(np.subtract([e["train_loss"] for e in result["history"]], [e["train_loss"] for e in single["history"]]))
+    checks.append(check(f"per-epoch training losses agree, {replicas} replicas vs 1", [name], np.max(epochs), EPOCH_LOSS_TOL, label))
+    gap = abs(result["final_test_accuracy"] - single["final_test_accuracy"])
+    checks.append(check(f"final test accuracies agree, {replicas} replicas vs 1", [name], gap, ACCURACY_SPREAD_TOL, label))
+    return checks
+
+
 def passed(summary: dict) -> bool:
-    """A comparison's verdict: every framework finished and every check held."""
-    return all(f["status"] == "ok" for f in summary["frameworks"].values()) and all(c["ok"] for c in summary["parity"])
+    """A comparison's verdict: it ran to the end, every framework and data-parallel run finished, every check held."""
+    runs = list(summary["frameworks"].values()) + [
+        entry for by_replicas in summary.get("data_parallel", {}).values() for entry in by_replicas.values()
+    ]
+    return not summary.get("partial") and all(r["status"] == "ok" for r in runs) and all(c["ok"] for c in summary["parity"])
 
 
 def seed_statistics(accuracies: dict[str, list[float]]) -> dict[str, dict]:

@@ -9,6 +9,9 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from common import spec
 from common.parity import passed
@@ -101,79 +104,178 @@ DIFFERENCES = [
 ]
 
 
-def _history_table(frameworks: dict) -> list[list[str]]:
+MISSING = "missing"  # a cell the summary has no value for: a parity check carries the failure, the report shows the gap
+
+
+class Table(NamedTuple):
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    css_class: str = ""  # HTML only: "dense" for tables of long text
+
+
+def _text(value, fmt: str = "") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _finished(frameworks: dict) -> list[str]:
+    return [name for name, entry in frameworks.items() if entry.get("status") == "ok"]
+
+
+def _frameworks_table(summary: dict) -> Table:
     rows = []
-    for name, entry in frameworks.items():
-        if entry["status"] != "ok":
-            continue
-        history = entry["history"]
-        per_epoch = sum(e["seconds"] for e in history) / len(history)
-        speed = sum(e["images_per_second"] for e in history) / len(history)
-        rows.append([name, entry["version"], entry["device"], f"{entry['params']:,}", f"{entry['final_test_accuracy']:.4f}", f"{per_epoch:.2f}", f"{speed:,.0f}"])
-    return rows
+    for name, entry in summary["frameworks"].items():
+        error = (entry.get("error") or "").splitlines()
+        rows.append([
+            name, entry.get("status", MISSING), _text(entry.get("version")), _text(entry.get("device")), _text(entry.get("params"), ","),
+            _text(entry.get("final_test_accuracy"), ".4f"), error[0] if error else "",
+        ])
+    return Table("Frameworks", ["framework", "status", "version", "device", "params", "final test acc", "error"], rows)
 
 
-def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) for every table of the report, shared by Markdown and HTML."""
+def _layer_cell(row: dict | None) -> str:
+    if row is None:
+        return MISSING
+    return f"{row.get('kind', '?')} {tuple(row.get('native_shape') or ())}"
+
+
+def _layer_table(summary: dict) -> Table:
+    """Spec layers and each framework's layer of the same name; a layer the spec lacks gets its own row."""
     frameworks = summary["frameworks"]
-    ok = [name for name, entry in frameworks.items() if entry["status"] == "ok"]
-    variant = summary["config"]["variant"]
-    shapes = [
-        [layer.name, str(layer.output_shape), str(layer.param_count)]
-        + [f"{frameworks[n]['layers'][i]['kind']} {tuple(frameworks[n]['layers'][i]['native_shape'])}" for n in ok]
-        for i, layer in enumerate(spec.layers(variant))
+    names = _finished(frameworks)
+    by_name = {n: {row.get("name"): row for row in frameworks[n].get("layers") or []} for n in names}
+    expected = spec.layers(summary["config"]["variant"])
+    rows = [[layer.name, str(layer.output_shape), str(layer.param_count), *(_layer_cell(by_name[n].get(layer.name)) for n in names)] for layer in expected]
+    spec_names = {layer.name for layer in expected}
+    extra = dict.fromkeys(layer for n in names for layer in by_name[n] if layer not in spec_names)
+    rows += [[str(layer), "not in the spec", "-", *(_layer_cell(by_name[n].get(layer)) for n in names)] for layer in extra]
+    return Table("Layer shapes (spec, then each framework's layer and native shape)", ["layer", "spec C,H,W", "spec params", *names], rows)
+
+
+def _speed_table(summary: dict) -> Table | None:
+    rows = [
+        [name, _text(speed.get("train_images_per_second"), ",.0f"), _text(speed.get("warmup_seconds"), ".2f"),
+         _text(speed.get("eval_images_per_second"), ",.0f"), _text(speed.get("peak_rss_mb"), ",.0f")]
+        for name, entry in summary["frameworks"].items()
+        if (speed := entry.get("speed")) is not None
     ]
-    result = [
-        ("Frameworks", ["framework", "status", "version", "error"],
-         [[n, e["status"], str(e.get("version")), e.get("error", "").splitlines()[0] if e.get("error") else ""] for n, e in frameworks.items()]),
-        ("Layer shapes (spec, then each framework's layer and native shape)", ["layer", "spec C,H,W", "spec params", *ok], shapes),
-        ("Accuracy and speed", ["framework", "version", "device", "params", "final test acc", "s/epoch", "images/s"], _history_table(frameworks)),
-        ("Parity checks", ["check", "frameworks", "value", "tolerance", "verdict", "detail"],
-         [[c["check"], ", ".join(c["frameworks"]), f"{c['value']:.3g}", f"{c['tolerance']:.3g}", "pass" if c["ok"] else "FAIL", c["detail"]]
-          for c in summary["parity"]]),
+    header = ["framework", "training images/s", "warm-up/compile s", "evaluation images/s", "peak resident memory MB"]
+    return Table("Speed in this run", header, rows) if rows else None
+
+
+def _parity_table(summary: dict) -> Table:
+    rows = [
+        [c.get("check", MISSING), ", ".join(c.get("frameworks", [])), _text(c.get("value"), ".3g"), _text(c.get("tolerance"), ".3g"),
+         "pass" if c.get("ok") else "FAIL", c.get("detail", "")]
+        for c in summary.get("parity", [])
     ]
+    return Table("Parity checks", ["check", "frameworks", "value", "tolerance", "verdict", "detail"], rows)
+
+
+def _cross_eval_table(summary: dict) -> Table | None:
     matrix = summary.get("cross_eval") or {}
-    if matrix:
-        sources = list(next(iter(matrix.values())))
-        result.append((
-            "Cross-evaluation: test accuracy of each framework's trained weights (columns) run in each framework (rows)",
-            ["evaluated in", *sources],
-            [[evaluator, *(f"{row.get(s, float('nan')):.4f}" for s in sources)] for evaluator, row in matrix.items()],
-        ))
-    if summary.get("seed_statistics"):
-        result.append((
-            "Final test accuracy over seeds", ["framework", "mean", "sd", "seeds"],
-            [[n, f"{s['mean']:.4f}", f"{s['sd']:.4f}", str(s["n"])] for n, s in summary["seed_statistics"].items()],
-        ))
-    result.append((
+    if not matrix:
+        return None
+    sources = list(dict.fromkeys(source for row in matrix.values() for source in row))
+    return Table(
+        "Cross-evaluation: test accuracy of each framework's trained weights (columns) run in each framework (rows)",
+        ["evaluated in", *sources],
+        [[evaluator, *(_text(row.get(s), ".4f") for s in sources)] for evaluator, row in matrix.items()],
+    )
+
+
+def _seed_table(summary: dict) -> Table | None:
+    stats = summary.get("seed_statistics") or {}
+    if not stats:
+        return None
+    rows = [[n, _text(s.get("mean"), ".4f"), _text(s.get("sd"), ".4f"), _text(s.get("n"))] for n, s in stats.items()]
+    return Table("Final test accuracy over seeds", ["framework", "mean", "sd", "seeds"], rows)
+
+
+def _differences_table(summary: dict) -> Table:
+    frameworks = summary["frameworks"]
+    return Table(
         "Framework differences the code handles", ["difference", "why", *frameworks],
         [[title, why, *(where.get(n, "-") for n in frameworks)] for title, why, where in DIFFERENCES],
-    ))
-    return result
+        css_class="dense",
+    )
+
+
+# The report's sections in order. A new section is one function (summary -> Table, or None when the
+# summary has nothing for it) added here; Markdown and HTML both render this list.
+SECTIONS = [_frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _seed_table, _differences_table]
+
+
+def tables(summary: dict) -> list[Table]:
+    """Every table of the report, shared by Markdown and HTML."""
+    return [table for section in SECTIONS if (table := section(summary)) is not None]
+
+
+DEVIATION_FLOOR = 1e-12  # a log axis has no zero: exact agreement is drawn at this floor
+MARKER_STYLES = [("o", 10, "-"), ("s", 8, "--"), ("D", 6, ":"), ("^", 5, "-."), ("v", 4, "-")]  # nested: identical lines all stay visible
+
+
+def _style(index: int) -> dict:
+    marker, size, line = MARKER_STYLES[index % len(MARKER_STYLES)]
+    return dict(color=f"C{index}", marker=marker, markersize=size, linestyle=line, fillstyle="none")
+
+
+def _deviations(series: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    """|value - mean over the frameworks| per framework and step, over the steps every framework has, floored for a log axis."""
+    length = min(len(values) for values in series.values())
+    values = np.array([v[:length] for v in series.values()], dtype=np.float64)
+    return dict(zip(series, np.maximum(np.abs(values - values.mean(axis=0)), DEVIATION_FLOOR)))
+
+
+def _plot_deviations(axis, series: dict[str, list[float]], colors: dict[str, int], title: str, what: str, xlabel: str) -> None:
+    axis.set(title=title, xlabel=xlabel)
+    recorded = {name: values for name, values in series.items() if values}
+    if len(recorded) < 2:
+        reason = "only one framework finished" if len(series) < 2 else f"fewer than two frameworks recorded {what}"
+        axis.text(0.5, 0.5, f"{reason}:\nnothing to compare", ha="center", va="center", transform=axis.transAxes)
+        axis.set(xticks=[], yticks=[])
+        return
+    for name, deviation in _deviations(recorded).items():
+        axis.plot(np.arange(1, len(deviation) + 1), deviation, label=name, **_style(colors[name]))
+    axis.set_yscale("log")
+    axis.set_ylabel(f"|loss - mean over frameworks|\n(exact 0 drawn at {DEVIATION_FLOOR:g})")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize="small")
+
+
+def curves_figure(summary: dict):
+    """The figure of curves.png: (a) epoch-loss and (b) first-step-loss deviations on log axes, (c) test accuracy.
+
+    The frameworks' curves coincide, so plotting them would hide all but one line; the deviations show how close they are.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    frameworks = summary["frameworks"]
+    colors = {name: i for i, name in enumerate(frameworks)}
+    finished = _finished(frameworks)
+    figure = Figure(figsize=(13, 4), layout="constrained")
+    epoch_axis, step_axis, accuracy_axis = figure.subplots(1, 3, width_ratios=[1, 1, 0.7])
+    history = {name: frameworks[name].get("history") or [] for name in finished}
+    epoch_losses = {n: [e["train_loss"] for e in h] for n, h in history.items()}
+    _plot_deviations(epoch_axis, epoch_losses, colors, "(a) training loss per epoch, deviation", "epoch losses", "epoch")
+    step_losses = {n: frameworks[n].get("step_losses") or [] for n in finished}
+    _plot_deviations(step_axis, step_losses, colors, "(b) loss of the first SGD steps, deviation", "first-step losses", "step")
+    for name, epochs in history.items():
+        accuracy_axis.plot([e["epoch"] for e in epochs], [e["test_accuracy"] for e in epochs], label=name, **_style(colors[name]))
+    accuracy_axis.set(title="(c) test accuracy", xlabel="epoch", ylabel="accuracy")
+    accuracy_axis.grid(alpha=0.3)
+    if history:
+        accuracy_axis.legend(fontsize="small")
+    for axis in figure.axes:
+        if axis.lines:  # an axis that says "nothing to compare" keeps its empty ticks
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
 
 
 def plot_curves(summary: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, entry in summary["frameworks"].items():
-        if entry["status"] != "ok":
-            continue
-        epochs = [e["epoch"] for e in entry["history"]]
-        loss_axis.plot(epochs, [e["train_loss"] for e in entry["history"]], marker="o", label=name)
-        accuracy_axis.plot(epochs, [e["test_accuracy"] for e in entry["history"]], marker="o", label=name)
-    loss_axis.set(title="training loss", xlabel="epoch", ylabel="mean cross-entropy")
-    accuracy_axis.set(title="test accuracy", xlabel="epoch", ylabel="accuracy")
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
+    curves_figure(summary).savefig(buffer, format="png", dpi=110)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -198,9 +300,9 @@ def markdown(summary: dict) -> str:
         "",
         "![curves](curves.png)",
     ]
-    for title, header, rows in tables(summary):
-        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    for table in tables(summary):
+        lines += ["", f"## {table.title}", "", "| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
 
 
@@ -217,13 +319,20 @@ def _model_tabs(names: list[str]) -> str:
     return f'<div class="tabs">{"".join(radios)}<div class="panels">{"".join(panels)}</div></div><style>{rules}</style>'
 
 
+# The page fits a 1366 px laptop screen: cells may break anywhere (file::function paths have no spaces),
+# tables never grow past the page, and code panels scroll inside their own box. Headers and the names
+# in the differences table's first column break only between words: squeezed, they broke mid-word.
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.pass{color:#17803d}.fail{color:#c62828;font-weight:bold}img{max-width:100%}
+table{border-collapse:collapse;margin:1em 0;font-size:14px;max-width:100%;table-layout:auto}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,table.dense td:first-child{overflow-wrap:normal}table.dense{font-size:12px;width:100%}table.dense td{padding:3px 5px}
+th{background:#f3f3f3}.pass{color:#17803d}.fail{color:#c62828;font-weight:bold}.missing{color:#c62828}img{max-width:100%;height:auto}
 .tabs input{display:none}.tabs label{display:inline-block;padding:6px 14px;border:1px solid #ccc;border-bottom:none;cursor:pointer;background:#f3f3f3}
-.tabs input:checked+label{background:#fff;font-weight:bold}.panel{display:none;border:1px solid #ccc;padding:1em;overflow:auto;font-size:13px;margin:0}
+.tabs input:checked+label{background:#fff;font-weight:bold}
+.panel{display:none;border:1px solid #ccc;padding:1em;overflow:auto;max-width:100%;max-height:80vh;box-sizing:border-box;font-size:13px;margin:0}
 """
+CELL_CLASSES = {"pass": "pass", "FAIL": "fail", MISSING: "missing"}
 
 
 def html_page(summary: dict, png: bytes) -> str:
@@ -232,13 +341,14 @@ def html_page(summary: dict, png: bytes) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 parity report</title><style>{STYLE}</style></head><body>",
         f"<h1>LeNet-5 parity report: <span class='{verdict.lower()}'>{verdict}</span></h1>",
         f"<p>{html.escape(_recipe(summary))}</p>",
-        f"<img id='curves' alt='training loss and test accuracy per epoch' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
+        f"<img id='curves' alt='loss deviations from the mean over frameworks (log scale) and test accuracy per epoch' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
     ]
-    for title, header, rows in tables(summary):
-        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>")
-        for row in rows:
+    for table in tables(summary):
+        css = f" class='{table.css_class}'" if table.css_class else ""
+        parts.append(f"<h2>{html.escape(table.title)}</h2><table{css}><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in table.header)}</tr>")
+        for row in table.rows:
             cells = "".join(
-                f"<td class='{cell.lower()}'>{cell}</td>" if cell in ("pass", "FAIL") else f"<td>{html.escape(cell)}</td>" for cell in row
+                f"<td class='{CELL_CLASSES[cell]}'>{cell}</td>" if cell in CELL_CLASSES else f"<td>{html.escape(cell)}</td>" for cell in row
             )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")

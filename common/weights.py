@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict
 
@@ -19,6 +20,8 @@ from common.files import atomic_write
 
 Weights = Dict[str, np.ndarray]
 DTYPE = np.float32
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK"  # an .npz is a zip archive of .npy files
 
 
 class WeightsError(ValueError):
@@ -134,7 +137,20 @@ def check_weights(weights: Weights, variant: str = "classic", source: str = "wei
         if array.dtype != DTYPE:
             raise WeightsError(f"{source}: {name} has dtype {array.dtype}, expected float32.")
         checked[name] = array
+    # Caught here, not an epoch later as a "diverged" loss that blames the learning rate.
+    non_finite = [f"{name} holds {_count_non_finite(array)}" for name, array in checked.items() if not np.isfinite(array).all()]
+    if non_finite:
+        raise WeightsError(
+            f"{source}: {'; '.join(non_finite)}. Weights must be finite: these come from a diverged run or a "
+            "damaged file. Fix: start from the seed's weights or from the weights of a run that finished."
+        )
     return checked
+
+
+def _count_non_finite(array: np.ndarray) -> str:
+    counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isinf(array).sum()), "inf")]
+    total = sum(count for count, _ in counts)
+    return " and ".join(f"{count} {kind}" for count, kind in counts if count) + (" value" if total == 1 else " values")
 
 
 def save_weights(weights: Weights, path: str | os.PathLike, variant: str = "classic") -> Path:
@@ -144,16 +160,35 @@ def save_weights(weights: Weights, path: str | os.PathLike, variant: str = "clas
 
 
 def load_weights(path: str | os.PathLike, variant: str = "classic") -> Weights:
-    """Read and check a canonical .npz weights file."""
+    """Read and check a canonical .npz weights file; any problem is one WeightsError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file. Write one with common.weights.save_weights.")
+    fix = "Fix: give a file written by --save-weights (common.weights.save_weights), or start from a seed's weights."
+
+    def fail(problem: str):
+        raise WeightsError(f"{path}: {problem}. {fix}")
+
+    if not os.path.exists(path):
+        fail("no such weights file")
+    if path.is_dir():
+        fail("is a folder, not a weights file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as err:
+        fail(f"cannot be read ({err.strerror or err})")
+    # np.load guesses the format from these same bytes: it would return an .npy file's bare array,
+    # and refuse text with advice (allow_pickle=True) that would let a file run code.
+    if not head:
+        fail("is empty")
+    if head == NPY_MAGIC:
+        fail("holds a single .npy array, not the .npz archive of named tensors a weights file is")
+    if not head.startswith(ZIP_MAGIC):
+        fail("is not an .npz weights file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             weights = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
-        raise WeightsError(
-            f"{path}: not a readable .npz weights file ({err}). It is damaged or of another format; "
-            "write it again with common.weights.save_weights."
-        ) from None
+    except ValueError:  # NumPy's text suggests allow_pickle=True, which is never the fix here
+        fail("an array in it cannot be read: it is damaged or holds Python objects instead of numbers")
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as err:
+        fail(f"not a readable .npz weights file ({err}); it is damaged or of another format")
     return check_weights(weights, variant, source=str(path))

@@ -1,18 +1,19 @@
 """One framework's part of a comparison, run in its own process: `python -m frameworks.worker JOB.json`.
 
 It measures and writes; it judges nothing. The harness (common/harness.py) reads what every
-worker wrote and runs the parity checks. Progress goes to stdout as JSON lines.
+worker wrote and runs the parity checks. The job, the events and the files are common/protocol.py.
 
 Phases: "run" builds, probes (shapes, weight round trip, forward, gradients, first steps),
 trains from the shared initial weights and saves the trained weights; "crosseval" loads every
-framework's trained weights and measures test accuracy with this framework.
+framework's trained weights and measures test accuracy with this framework; "data_parallel"
+trains on N replicas with the framework's own engine (frameworks/<name>/distributed.py).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import platform
+import resource
 import sys
 import time
 import traceback
@@ -20,36 +21,29 @@ from pathlib import Path
 
 import numpy as np
 
+from common import protocol
 from common.data import load_fashion_mnist, scale_images
+from common.data_parallel import ReplicaJob
 from common.files import atomic_write, write_json
-from common.interface import TrainConfig
+from common.protocol import Job
 from common.training import step_losses
 from common.weights import load_weights, save_weights
 from frameworks import get_backend
 
 
 def emit(**event) -> None:
-    print(json.dumps(event), flush=True)
+    print(protocol.event_line(**event), flush=True)
 
 
-def load_backend(job: dict):
-    """A real backend by name, or (for the harness's own tests) any module given by path."""
-    if job.get("module"):
-        return importlib.import_module(job["module"])
-    return get_backend(job["framework"])
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def resolve_device(backend, device: str) -> str:
-    if device == "auto":
-        return "gpu" if "gpu" in backend.devices() else "cpu"
-    return device
-
-
-def run_phase(backend, job: dict, out: Path) -> dict:
-    config = TrainConfig(**{**job["config"], "device": resolve_device(backend, job["config"]["device"])})
-    data = load_fashion_mnist(job["data_dir"], train_subset=job["train_subset"], test_subset=job["test_subset"])
-    initial = load_weights(job["initial_weights"])
-    probe = np.load(job["probe"])
+def run_phase(backend, job: Job) -> dict:
+    config, out = job.config, Path(job.out)
+    data = load_fashion_mnist(job.data_dir, train_subset=job.train_subset, test_subset=job.test_subset)
+    initial = load_weights(job.initial_weights)
+    probe = np.load(job.probe)
 
     model = backend.build(config.variant, config.device)
     rows = [row._asdict() for row in backend.layer_summary(model)]
@@ -58,12 +52,14 @@ def run_phase(backend, job: dict, out: Path) -> dict:
     arrays["logits"] = backend.forward(model, probe["x"])
     loss, grads = backend.loss_and_grads(model, probe["x"], probe["y"])
     arrays.update({f"grad/{k}": v for k, v in grads.items()})
-    atomic_write(out / "probe_results.npz", lambda f: np.savez(f, **arrays))
+    atomic_write(out / protocol.PROBE_RESULTS, lambda f: np.savez(f, **arrays))
 
-    first_steps = []
-    if job["steps"]:
-        first_steps = step_losses(backend.make_trainer(model, data, config), data, config, job["steps"])
-        backend.set_weights(model, initial)
+    # Warm-up: building the trainer and its first step, where frameworks trace and compile.
+    start = time.perf_counter()
+    trainer = backend.make_trainer(model, data, config)
+    first_steps = step_losses(trainer, data, config, max(job.steps, 1))[: job.steps]
+    warmup = time.perf_counter() - start
+    backend.set_weights(model, initial)
 
     emit(event="start", epochs=config.epochs)
     history = backend.train(
@@ -71,44 +67,69 @@ def run_phase(backend, job: dict, out: Path) -> dict:
         on_epoch=lambda entry: emit(event="epoch", **entry),
         on_batch=lambda done, total: (done % 20 == 0 or done == total) and emit(event="batch", done=done, total=total),
     )
-    save_weights(backend.get_weights(model), out / "trained_weights.npz")
+    save_weights(backend.get_weights(model), out / protocol.TRAINED_WEIGHTS)
+    test_x = scale_images(data.test_images)
+    start = time.perf_counter()
+    backend.evaluate(model, test_x, data.test_labels)
+    eval_seconds = time.perf_counter() - start
+    seconds = sum(entry["seconds"] for entry in history)
     return dict(
-        device=config.device,
+        device=str(backend.resolve_device(config.device)),
         layers=rows,
         params=backend.param_count(model),
         probe_loss=loss,
         step_losses=first_steps,
         history=history,
         final_test_accuracy=history[-1]["test_accuracy"],
+        data_source=data.source,
+        speed=dict(
+            train_images_per_second=len(data.train_labels) * len(history) / seconds,
+            warmup_seconds=warmup,
+            eval_images_per_second=len(test_x) / eval_seconds if eval_seconds else 0.0,
+            peak_rss_mb=peak_rss_mb(),
+        ),
     )
 
 
-def crosseval_phase(backend, job: dict) -> dict:
-    device = resolve_device(backend, job["config"]["device"])
-    data = load_fashion_mnist(job["data_dir"], train_subset=0, test_subset=job["test_subset"])
-    model = backend.build(job["config"]["variant"], device)
+def crosseval_phase(backend, job: Job) -> dict:
+    data = load_fashion_mnist(job.data_dir, train_subset=0, test_subset=job.test_subset)
+    model = backend.build(job.config.variant, job.config.device)
     x = scale_images(data.test_images)
     accuracy = {}
-    for source, path in job["weights"].items():
+    for source, path in job.weights.items():
         backend.set_weights(model, load_weights(path))
         accuracy[source] = backend.evaluate(model, x, data.test_labels)[1]
     return dict(accuracy=accuracy)
 
 
+def data_parallel_phase(backend, job: Job) -> dict:
+    distributed = importlib.import_module(f"frameworks.{backend.name}.distributed")
+    replica_job = ReplicaJob(
+        framework=backend.name, engine=job.engine or distributed.DEFAULT_ENGINE, replicas=job.replicas, config=job.config,
+        initial_weights=job.initial_weights, out=job.out, steps=job.steps, data_dir=job.data_dir,
+        train_subset=job.train_subset, test_subset=job.test_subset,
+    )
+    emit(event="start", epochs=job.config.epochs)
+    return distributed.train_data_parallel(replica_job)
+
+
+PHASE_FUNCTIONS = {"run": run_phase, "crosseval": crosseval_phase, "data_parallel": data_parallel_phase}
+
+
 def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[0]).read_text())
-    out = Path(job["out"])
-    result = dict(framework=job["framework"], phase=job["phase"], status="failed")
+    job = Job.load(argv[0])
+    result = dict(framework=job.framework, phase=job.phase, status="failed")
     start = time.perf_counter()
     try:
-        backend = load_backend(job)
+        backend = get_backend(job.framework)
         result.update(version=backend.version(), devices=backend.devices(), python=platform.python_version())
-        phase = run_phase(backend, job, out) if job["phase"] == "run" else crosseval_phase(backend, job)
-        result.update(phase, status="ok")
+        result.update(PHASE_FUNCTIONS[job.phase](backend, job), status="ok")
     except Exception as err:  # reported to the harness, which marks this framework failed
         result.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    except KeyboardInterrupt:  # the harness was interrupted; it marks the result partial
+        result.update(error="interrupted")
     result["seconds"] = time.perf_counter() - start
-    write_json(out / f"{job['phase']}.json", result)
+    write_json(protocol.result_path(job.out, job.phase), result)
     return 0 if result["status"] == "ok" else 1
 
 

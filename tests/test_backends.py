@@ -128,6 +128,7 @@ def test_first_sgd_steps_match_reference(backend, fashion_mnist):
         assert relative_error(value, w[name]) <= 1e-3, name
 
 
+@pytest.mark.slow
 def test_short_training_run_lowers_the_loss(backend, fashion_mnist):
     config = TrainConfig(epochs=3, optimizer="adam", lr=0.01, seed=0)
     model = backend.build()
@@ -183,3 +184,24 @@ def test_cli_rejects_gpu_it_does_not_have(backend):
     result = run_cli(backend, "summary", "--device", "gpu")
     assert result.returncode == 1
     assert "GPU" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_float32_means_float32_on_gpus(backend):
+    """TF32 (about 1e-3 relative error on Ampere and newer GPUs) is off in every framework, set before any GPU work."""
+    if backend.name == "pytorch":
+        import torch
+
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"
+    elif backend.name == "tensorflow":
+        import tensorflow as tf
+
+        assert tf.config.experimental.tensor_float_32_execution_enabled() is False
+    elif backend.name == "jax":
+        model = backend.build()
+        assert model.conv1.precision == model.conv2.precision == model.fc1.precision == "highest"
+    elif backend.name == "mxnet":
+        import os
+
+        assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+    else:
+        assert backend.devices() == ["cpu"]  # the numpy oracle runs in float64 on the CPU

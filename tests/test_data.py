@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 import struct
 
 import numpy as np
@@ -151,16 +152,14 @@ def test_recompressed_file_is_accepted(tiny_files):
 
 
 def test_offline_without_files_lists_the_ways(tiny_files, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
     with pytest.raises(DataError) as caught:
-        load_fashion_mnist(empty, mirrors=(f"file://{tmp_path}/no-mirror/",))
+        load_fashion_mnist(mirrors=(f"file://{tmp_path}/no-mirror/",))
     message = str(caught.value)
     assert "could not download" in message
     for way in ("apt-get install dataset-fashion-mnist", "FASHION_MNIST_DIR", "cache folder"):
         assert way in message
     with pytest.raises(DataError, match="downloading is off.*FASHION_MNIST_DIR"):
-        load_fashion_mnist(empty, download=False)
+        load_fashion_mnist(download=False)
 
 
 def test_download_falls_back_to_the_next_mirror(tiny_files, tmp_path):
@@ -168,11 +167,110 @@ def test_download_falls_back_to_the_next_mirror(tiny_files, tmp_path):
     broken = tmp_path / "broken-mirror"
     broken.mkdir()
     (broken / data.FILES["train_labels"].filename).write_bytes(b"garbage")
-    loaded = load_fashion_mnist(tmp_path / "empty", mirrors=(f"file://{broken}/", f"file://{mirror}/"))
+    loaded = load_fashion_mnist(mirrors=(f"file://{broken}/", f"file://{mirror}/"))
     cache = data.cache_dir()
     assert loaded.source == str(cache)
     assert sorted(p.name for p in cache.iterdir()) == sorted(f.filename for f in data.FILES.values())
     np.testing.assert_array_equal(loaded.train_labels, arrays["train_labels"])
+
+
+def test_unwritable_cache_is_a_data_error(tiny_files, tmp_path, monkeypatch):
+    mirror, _ = tiny_files
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(DataError, match=f"download cache {blocker}/.*: {blocker} is a file, not a folder.*XDG_CACHE_HOME"):
+        load_fashion_mnist(mirrors=(f"file://{mirror}/",))
+
+
+@pytest.fixture
+def good_files_elsewhere(tiny_files, tmp_path, monkeypatch):
+    """Valid files in both fallback places, so a named folder that fell through would load silently."""
+    folder, _ = tiny_files
+    system = tmp_path / "debian"
+    shutil.copytree(folder, system)
+    shutil.copytree(folder, data.cache_dir())
+    monkeypatch.setattr(data, "SYSTEM_DIR", system)
+    return folder
+
+
+def named_folder_cases(tmp_path):
+    """A missing folder, an empty one, one without two of the files, and a plain file."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for key in ("test_images", "test_labels"):
+        (partial / data.FILES[key].filename).write_bytes(b"")
+    plain = tmp_path / "plain-file"
+    plain.write_text("")
+    every = [idx.filename for idx in data.FILES.values()]
+    return [
+        (tmp_path / "absent", "does not exist"),
+        (empty, "holds none of the four Fashion-MNIST files; missing " + ", ".join(every)),
+        (partial, "holds 2 of the four Fashion-MNIST files; missing " + ", ".join(every[:2])),
+        (plain, "is a file, not a folder"),
+    ]
+
+
+def test_named_folder_is_used_before_the_fallbacks(good_files_elsewhere, tmp_path, monkeypatch):
+    folder = good_files_elsewhere
+    assert load_fashion_mnist(folder).source == str(folder)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    assert load_fashion_mnist(folder).source == str(folder)  # data_dir wins over the variable
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
+    assert load_fashion_mnist().source == str(folder)
+    monkeypatch.setenv("FASHION_MNIST_DIR", "")  # set but empty counts as unset
+    assert load_fashion_mnist().source == str(data.cache_dir())
+
+
+def test_bad_data_dir_is_rejected_not_replaced(good_files_elsewhere, tmp_path):
+    for folder, problem in named_folder_cases(tmp_path):
+        with pytest.raises(DataError) as caught:
+            load_fashion_mnist(folder)
+        message = str(caught.value)
+        assert message.startswith(f"{folder} (from --data-dir) {problem}. Fix:"), message
+        assert "point --data-dir at a folder that holds them" in message
+
+
+def test_bad_environment_folder_is_rejected_not_replaced(good_files_elsewhere, tmp_path, monkeypatch):
+    for folder, problem in named_folder_cases(tmp_path):
+        monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
+        with pytest.raises(DataError) as caught:
+            load_fashion_mnist()
+        message = str(caught.value)
+        assert message.startswith(f"{folder} (from FASHION_MNIST_DIR) {problem}. Fix:"), message
+        assert "unset it" in message
+
+
+def damaged_file_message(folder, **load_args) -> str:
+    (folder / data.FILES["test_labels"].filename).write_bytes(b"plain text, not gzip")
+    with pytest.raises(DataError) as caught:
+        load_fashion_mnist(download=False, **load_args)
+    return str(caught.value)
+
+
+def test_advice_for_a_damaged_file_in_debians_folder(tiny_files, monkeypatch):
+    folder, _ = tiny_files
+    monkeypatch.setattr(data, "SYSTEM_DIR", folder)
+    assert damaged_file_message(folder).endswith("Fix: `apt-get install --reinstall dataset-fashion-mnist`.")
+
+
+def test_advice_for_a_damaged_file_in_the_cache(tiny_files):
+    folder, _ = tiny_files
+    cache = data.cache_dir()
+    shutil.copytree(folder, cache)
+    path = cache / data.FILES["test_labels"].filename
+    assert damaged_file_message(cache).endswith(f"Fix: delete {path} and run again to download a fresh copy.")
+
+
+def test_advice_for_a_damaged_file_in_the_users_folder(tiny_files, monkeypatch):
+    folder, _ = tiny_files
+    for load_args in (dict(data_dir=folder), {}):
+        monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
+        message = damaged_file_message(folder, **load_args)
+        assert "Fix: replace it with a good copy (`apt-get install dataset-fashion-mnist`" in message
+        assert "download" not in message
 
 
 def test_real_files_when_present():

@@ -117,3 +117,48 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(WeightsError):
         save_weights({"conv1.weight": np.zeros(3, np.float32)}, path)
     assert path.read_bytes() == before
+
+
+def not_weights_files(tmp_path):
+    """Files a user might pass as weights by mistake, and what the error must say about each."""
+    npy = tmp_path / "array.npy"
+    np.save(npy, init_weights(0)["fc1.weight"])
+    text = tmp_path / "weights.txt"
+    text.write_text("conv1.weight 0.1 0.2\n")
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, **{"conv1.weight": np.array([{}], dtype=object)})
+    return [
+        (npy, "holds a single .npy array, not the .npz archive"),
+        (text, "is not an .npz weights file"),
+        (empty, "is empty"),
+        (objects, "holds Python objects instead of numbers"),
+        (tmp_path, "is a folder, not a weights file"),
+    ]
+
+
+def test_files_that_are_not_weights_get_one_clear_error(tmp_path):
+    for path, problem in not_weights_files(tmp_path):
+        with pytest.raises(WeightsError) as caught:
+            load_weights(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and problem in message and "Fix: give a file written by --save-weights" in message
+        assert "allow_pickle" not in message  # NumPy's advice; it would let a file run code
+
+
+def test_non_finite_weights_are_named():
+    weights = init_weights(0)
+    weights["fc1.weight"][0, :3] = np.nan
+    weights["fc1.weight"][1, 0] = np.inf
+    weights["fc3.bias"][2] = -np.inf
+    with pytest.raises(WeightsError, match="fc1.weight holds 3 NaN and 1 inf values; fc3.bias holds 1 inf value. Weights must be finite"):
+        check_weights(weights)
+
+
+def test_non_finite_weights_file_is_refused(tmp_path):
+    weights = init_weights(0)
+    weights["conv2.bias"][0] = np.nan
+    np.savez(tmp_path / "diverged.npz", **weights)
+    with pytest.raises(WeightsError, match="diverged.npz: conv2.bias holds 1 NaN value"):
+        load_weights(tmp_path / "diverged.npz")

@@ -50,10 +50,10 @@ def loss_and_grads(model, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]
     return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in canonical_params(model).items()}
 
 
-def make_optimizer(model, config: TrainConfig, kvstore=None) -> gluon.Trainer:
+def make_optimizer(model, config: TrainConfig, kvstore=None, update_on_kvstore=None) -> gluon.Trainer:
     """A gluon.Trainer applying the optimizer to every parameter. One device needs no kvstore; data
-    parallelism passes one (frameworks/mxnet/distributed.py)."""
-    return gluon.Trainer(model.collect_params(), _optimizer(config), kvstore=kvstore)
+    parallelism passes one, and update_on_kvstore=False (frameworks/mxnet/distributed.py says why)."""
+    return gluon.Trainer(model.collect_params(), _optimizer(config), kvstore=kvstore, update_on_kvstore=update_on_kvstore)
 
 
 def _optimizer(config: TrainConfig) -> mx.optimizer.Optimizer:
@@ -65,6 +65,19 @@ def _optimizer(config: TrainConfig) -> mx.optimizer.Optimizer:
     return mx.optimizer.Adam(learning_rate=config.lr, beta1=config.beta1, beta2=config.beta2, epsilon=config.eps, wd=0.0)
 
 
+def training_set_on(context: mx.Context, data) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+    """The training images as uint8 N,1,28,28 and the labels, placed on a device for gather_batch."""
+    images = mx.nd.array(data.train_images[:, None], ctx=context, dtype="uint8")
+    labels = mx.nd.array(data.train_labels, ctx=context, dtype="float32")  # argmax gives float32 indices
+    return images, labels
+
+
+def gather_batch(images: mx.nd.NDArray, labels: mx.nd.NDArray, batch_indices: np.ndarray) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+    """The examples at batch_indices, scaled to float32 in [0, 1], on the device that holds the training set."""
+    index = mx.nd.array(batch_indices, ctx=images.context, dtype="int64")
+    return images.take(index).astype("float32") / 255, labels.take(index)
+
+
 class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8; each step gathers and scales a batch."""
 
@@ -72,17 +85,14 @@ class Trainer(interface.Trainer):
         self.model = model
         mx.random.seed(config.seed)  # dropout masks (modern variant) come from MXNet's global generators
         self.context = model_device(model)
-        self.images = mx.nd.array(data.train_images[:, None], ctx=self.context, dtype="uint8")  # N,1,28,28
-        self.labels = mx.nd.array(data.train_labels, ctx=self.context, dtype="float32")  # argmax gives float32 indices
+        self.images, self.labels = training_set_on(self.context, data)
         self.optimizer = make_optimizer(model, config)
         # Running totals stay on the device: reading them every step would wait on it every step.
         self.loss_sum = mx.nd.zeros((1,), ctx=self.context)
         self.correct = mx.nd.zeros((1,), ctx=self.context)
 
     def step(self, batch_indices: np.ndarray) -> mx.np.ndarray:
-        index = mx.nd.array(batch_indices, ctx=self.context, dtype="int64")
-        x = self.images.take(index).astype("float32") / 255
-        y = self.labels.take(index)
+        x, y = gather_batch(self.images, self.labels, batch_indices)
         with autograd.record():  # train mode: dropout on
             logits = self.model(x)
             losses = per_example_cross_entropy(logits, y)

@@ -110,11 +110,14 @@ class Trainer(interface.Trainer):
         # (not yet measured on a GPU).
         self._step = tf.function(self._train_step, input_signature=[tf.TensorSpec([None], tf.int64)])
 
+    def gather_batch(self, batch_indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The float32 NHWC images and int32 labels of these examples (data-parallel trainers reuse it)."""
+        pixels = unpack_pixels(tf.gather(self.images, batch_indices), self.image_shape)
+        return tf.gather(self.pixel_values, tf.cast(pixels, tf.int32)), tf.gather(self.labels, batch_indices)
+
     def _train_step(self, batch_indices: tf.Tensor) -> tf.Tensor:
         with tf.device(self.device):  # recorded in the traced graph, so every step runs there
-            pixels = unpack_pixels(tf.gather(self.images, batch_indices), self.image_shape)
-            x = tf.gather(self.pixel_values, tf.cast(pixels, tf.int32))
-            y = tf.gather(self.labels, batch_indices)
+            x, y = self.gather_batch(batch_indices)
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
                 loss = cross_entropy(logits, y)

@@ -1,0 +1,213 @@
+"""Data-parallel training: what every framework shares, and none of the reduction itself.
+
+Each framework's own engine reduces the gradients (DDP, tf.distribute, a sharded jax.jit,
+MXNet's kvstore); this module only decides how a global batch is split between replicas,
+launches replica processes on this machine with a time limit, runs the replica's training with
+the common batch order, and collects what the replicas wrote.
+
+The mean over a global batch of B examples split into shards of sizes b_1..b_N is
+sum_r (sum of shard r's losses) / B. The tempting "each replica takes its shard's mean, then the
+engine averages the N means" weighs every shard equally, so when B is not a multiple of N (128
+over 3 replicas, or the last batch of 96 over 5) examples in smaller shards count for more. Every
+engine here scales each replica's loss so that the engine's own reduction yields the global mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from common.data import load_fashion_mnist
+from common.files import write_json
+from common.interface import TrainConfig
+from common.runtime import cores
+from common.training import fit, step_losses
+from common.weights import load_weights, save_weights
+
+# Bounds every collective and every replica process: a replica that dies leaves the others waiting
+# in an all-reduce, so each engine passes this to its own timeout setting, and the launcher ends
+# any process still running after it.
+COLLECTIVE_TIMEOUT_S = 120
+LOOPBACK = "127.0.0.1"
+
+
+class ReplicaFailed(RuntimeError):
+    """A replica process died, hung, or wrote no result; the message names it and shows its stderr."""
+
+
+def shard_bounds(batch_size: int, replicas: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) shards whose sizes differ by at most one: 128 over 3 -> 43, 43, 42."""
+    base, extra = divmod(batch_size, replicas)
+    bounds, start = [], 0
+    for rank in range(replicas):
+        stop = start + base + (rank < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def shard(batch_indices: np.ndarray, replicas: int, rank: int) -> np.ndarray:
+    """This replica's part of a global batch of example indices."""
+    start, stop = shard_bounds(len(batch_indices), replicas)[rank]
+    return batch_indices[start:stop]
+
+
+def mean_of_shard_means(losses: np.ndarray, replicas: int) -> float:
+    """The naive reduction (wrong for unequal shards): each shard's mean, averaged over the shards."""
+    return float(np.mean([losses[a:b].mean() for a, b in shard_bounds(len(losses), replicas) if b > a]))
+
+
+def global_mean(losses: np.ndarray, replicas: int) -> float:
+    """The right reduction: each shard's loss sum over the global batch size, summed over the shards."""
+    return float(sum(losses[a:b].sum() for a, b in shard_bounds(len(losses), replicas)) / len(losses))
+
+
+def threads_per_replica(replicas: int) -> int:
+    """N replica processes share the machine's cores: more threads than cores only adds switching."""
+    return max(1, cores() // replicas)
+
+
+def thread_env(replicas: int) -> dict[str, str]:
+    """Thread limits every framework's replica reads at start-up (engines add their framework's own)."""
+    threads = str(threads_per_replica(replicas))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ReplicaJob:
+    """Everything a replica process needs, written as JSON for it to read."""
+
+    framework: str
+    engine: str
+    replicas: int
+    config: TrainConfig
+    initial_weights: str
+    out: str
+    steps: int = 50
+    data_dir: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    timeout: float = COLLECTIVE_TIMEOUT_S
+
+    def save(self, path: Path) -> Path:
+        return write_json(path, {**asdict(self), "config": self.config.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ReplicaJob:
+        fields = json.loads(Path(path).read_text())
+        return cls(**{**fields, "config": TrainConfig(**fields["config"])})
+
+
+def replica_result_path(out: str | os.PathLike, rank: int) -> Path:
+    return Path(out) / f"replica{rank}.json"
+
+
+def replica_weights_path(out: str | os.PathLike, rank: int) -> Path:
+    return Path(out) / f"replica{rank}_weights.npz"
+
+
+def train_replica(backend, job: ReplicaJob, rank: int, model, make_trainer: Callable, evaluate: Callable | None = None) -> dict:
+    """One replica's run with the common batch order: the first job.steps losses, then job.config's
+    epochs from the same start. make_trainer(model, data, config) returns the engine's trainer,
+    whose step() takes the GLOBAL batch's indices and returns the global batch's mean loss.
+
+    Writes replica<rank>.json and replica<rank>_weights.npz under job.out and returns the record.
+    """
+    config = job.config
+    data = load_fashion_mnist(job.data_dir, train_subset=job.train_subset, test_subset=job.test_subset)
+    initial = load_weights(job.initial_weights)
+    backend.set_weights(model, initial)
+    first_steps = step_losses(make_trainer(model, data, config), data, config, job.steps) if job.steps else []
+    backend.set_weights(model, initial)
+    evaluate = evaluate or (lambda x, y: backend.evaluate(model, x, y))
+    history = fit(make_trainer(model, data, config), evaluate, data, config)
+    save_weights(backend.get_weights(model), replica_weights_path(job.out, rank))
+    record = dict(rank=rank, history=history, step_losses=first_steps, final_test_accuracy=history[-1]["test_accuracy"])
+    write_json(replica_result_path(job.out, rank), record)
+    return record
+
+
+def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path, timeout: float, names: Sequence[str]) -> None:
+    """Start every command in its own process group and wait for all of them.
+
+    When one fails or the time is up, the others (which may wait in a collective for it) are ended
+    by their process group id, and ReplicaFailed names the first culprit with its stderr's tail.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes, logs = [], []
+    for command, name in zip(commands, names):
+        log = open(log_dir / f"{name}.log", "w")
+        logs.append(log)
+        processes.append(subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + timeout
+    failure = None
+    try:
+        while failure is None and any(p.poll() is None for p in processes):
+            failed = next(((p, n) for p, n in zip(processes, names) if p.poll() not in (None, 0)), None)
+            if failed:
+                failure = f"{failed[1]} exited with code {failed[0].returncode}"
+            elif time.monotonic() > deadline:
+                failure = f"{', '.join(n for p, n in zip(processes, names) if p.poll() is None)} still running after {timeout:.0f} s"
+            else:
+                time.sleep(0.05)
+        if failure is None:
+            failed = next(((p, n) for p, n in zip(processes, names) if p.returncode != 0), None)
+            failure = failed and f"{failed[1]} exited with code {failed[0].returncode}"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for log in logs:
+            log.close()
+    if failure:
+        culprit = failure.split(" ", 1)[0].rstrip(",")
+        tail = (log_dir / f"{culprit}.log").read_text(errors="replace")[-1500:] if (log_dir / f"{culprit}.log").exists() else ""
+        raise ReplicaFailed(f"{failure}:\n{tail}")
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """A command that runs `module` with this interpreter (a replica runs in its framework's env too)."""
+    return [sys.executable, "-m", module, *args]
+
+
+def collect(job: ReplicaJob, engine_description: str, processes: int, devices: list[str], seconds: float) -> dict:
+    """The data-parallel result of one (framework, replicas) run, from the files the replicas wrote.
+
+    Rank 0's history and losses stand for the run; every replica that wrote weights is compared
+    with rank 0's, and the largest difference is reported (the replicas must hold the same weights).
+    """
+    first = json.loads(replica_result_path(job.out, 0).read_text())
+    reference = load_weights(replica_weights_path(job.out, 0))
+    difference = 0.0
+    for rank in range(1, job.replicas):
+        path = replica_weights_path(job.out, rank)
+        if path.exists():
+            other = load_weights(path)
+            difference = max(difference, max(float(np.max(np.abs(other[k] - reference[k]))) for k in reference))
+    history = first["history"]
+    epoch_seconds = sum(entry["seconds"] for entry in history)
+    train_examples = sum(entry["images_per_second"] * entry["seconds"] for entry in history)
+    return dict(
+        engine=engine_description, processes=processes, devices=devices, history=history, step_losses=first["step_losses"],
+        final_test_accuracy=first["final_test_accuracy"], weights=str(replica_weights_path(job.out, 0)),
+        images_per_second=train_examples / epoch_seconds if epoch_seconds else 0.0,
+        replica_max_weight_difference=difference, seconds=seconds,
+    )

@@ -1,0 +1,194 @@
+"""Data-parallel LeNet training with tf.distribute, TensorFlow's own engine.
+
+Two engines, one trainer (DataParallelTrainer) and one replica entry point:
+
+- "multi_worker": tf.distribute.MultiWorkerMirroredStrategy, one process per replica. Each
+  process is a worker of a cluster described by its TF_CONFIG environment variable, as TensorFlow's
+  users launch one; the strategy all-reduces the gradients with its collective ops (a ring over
+  gRPC between CPU workers).
+- "mirrored": tf.distribute.MirroredStrategy in one process over N logical CPU devices carved out
+  of the host's CPU, one replica each; the strategy reduces the gradients across those devices.
+
+The launcher (train_data_parallel) writes the job, starts the replica processes with
+`python -m frameworks.tensorflow.distributed REPLICA_JOB_JSON` and collects what they wrote.
+
+Across machines (multi_worker): copy the repository, the job file, its initial weights and the
+data to the same paths on every host, then start one replica per host with TF_CONFIG listing every
+worker's host:port and that host's own index, e.g. on the second of two hosts:
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 1}}' \\
+        python -m frameworks.tensorflow.distributed replica-job.json
+
+with the job's `replicas` equal to the number of workers. Each worker writes its replica<rank>
+files under the job's `out` folder on its own host; rank 0's stand for the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.data_parallel import (
+    LOOPBACK, ReplicaJob, collect, free_port, python_module, replica_weights_path, run_processes, shard,
+    threads_per_replica, thread_env, train_replica,
+)
+from common.interface import TrainConfig
+from common.weights import save_weights
+from frameworks import tensorflow as backend
+from frameworks.tensorflow.convert import to_canonical
+from frameworks.tensorflow.train import Trainer
+
+ENGINES = {
+    "multi_worker": "tf.distribute.MultiWorkerMirroredStrategy: one process per replica, joined through TF_CONFIG, "
+    "gradients all-reduced by its collective ops",
+    "mirrored": "tf.distribute.MirroredStrategy: one process, one replica per logical CPU device "
+    "(tf.config.set_logical_device_configuration)",
+}
+DEFAULT_ENGINE = "multi_worker"
+REPLICA_MODULE = "frameworks.tensorflow.distributed"
+
+
+class DataParallelTrainer(Trainer):
+    """The backend's Trainer (training set on the device as uint8, the backend's optimizer) run as
+    one replica of a tf.distribute strategy: strategy.run steps every local replica on its shard."""
+
+    def __init__(self, model: keras.Model, data, config: TrainConfig, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+        with strategy.scope():  # the optimizer's slots and the epoch totals become mirrored variables
+            super().__init__(model, data, config)
+        replicas = strategy.num_replicas_in_sync
+        # Each row of the ragged signature is one replica's shard; an unknown row length traces the
+        # step once for every batch. Workers must trace the same number of times (each trace numbers
+        # its collectives afresh), and a [43]-long shard on one worker beside a [42]-long one on
+        # another would make only some of them retrace.
+        shards_spec = tf.RaggedTensorSpec([replicas, None], tf.int64, ragged_rank=1, row_splits_dtype=tf.int64)
+        self._step = tf.function(self._distributed_step, input_signature=[shards_spec])
+
+    def _replica_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        batch_indices = shards[replica]
+        x, y = self.gather_batch(batch_indices)
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            # The strategy SUMS the replicas' gradients (Keras's optimizer.apply all-reduces them in
+            # a replica context). Dividing each shard's loss sum by the GLOBAL batch size makes that
+            # sum the gradient of the global batch's mean loss, whatever the shard sizes: 43, 43 and
+            # 42 of 128 over 3 replicas, or an empty shard. compute_average_loss left to itself
+            # divides by this shard's size times the number of replicas instead, which weighs the
+            # examples of a smaller shard more.
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=tf.size(shards.flat_values, tf.int64))
+        self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.float32))
+        return tf.stack([loss, correct])
+
+    def _distributed_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
+        per_replica = self.strategy.run(self._replica_step, args=(shards,))
+        # Summed by the engine over every replica of every worker: the global batch's mean loss and
+        # its correct predictions (a float32 count, exact far beyond a batch's size).
+        mean_loss, correct = tf.unstack(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+        self.loss_sum.assign_add(mean_loss * tf.cast(tf.size(shards.flat_values), tf.float32))
+        self.correct.assign_add(tf.cast(correct, tf.int64))
+        return mean_loss
+
+    def step(self, global_batch_indices: np.ndarray) -> tf.Tensor:
+        replicas = self.strategy.num_replicas_in_sync
+        shards = [shard(global_batch_indices, replicas, rank) for rank in range(replicas)]
+        return self._step(tf.RaggedTensor.from_row_lengths(np.concatenate(shards), [len(s) for s in shards]))
+
+
+def join_multi_worker(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
+    """Join the cluster of this process's TF_CONFIG; the rank is the worker's index in it."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=job.timeout)
+    )
+    return strategy, strategy.cluster_resolver.task_id
+
+
+def join_mirrored(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
+    """N logical CPU devices, one replica each. TensorFlow fixes its devices when it first runs
+    anything, so this comes before the first op; the process holds every replica, as rank 0."""
+    host = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(host, [tf.config.LogicalDeviceConfiguration()] * job.replicas)
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")]), 0
+
+
+JOIN = {"multi_worker": join_multi_worker, "mirrored": join_mirrored}
+
+
+def save_other_local_replicas(model: keras.Model, strategy: tf.distribute.Strategy, job: ReplicaJob) -> None:
+    """Write the weights every further replica of this process holds, so the harness compares the
+    copies themselves (train_replica wrote the first one's, which get_weights reads)."""
+    copies = {v.path: strategy.experimental_local_results(v.value) for v in model.trainable_variables}
+    for rank in range(1, len(next(iter(copies.values())))):
+        save_weights(to_canonical(model, {path: values[rank].numpy() for path, values in copies.items()}), replica_weights_path(job.out, rank))
+
+
+def main(argv: list[str]) -> int:
+    job = ReplicaJob.load(argv[0])
+    strategy, rank = JOIN[job.engine](job)
+    if strategy.num_replicas_in_sync != job.replicas:
+        raise RuntimeError(f"the strategy has {strategy.num_replicas_in_sync} replicas, the job asks for {job.replicas}")
+    with strategy.scope():  # variables created here are mirrored on every replica
+        model = backend.build(job.config.variant, "cpu")
+    train_replica(backend, job, rank, model, lambda model, data, config: DataParallelTrainer(model, data, config, strategy))
+    save_other_local_replicas(model, strategy, job)
+    return 0
+
+
+def worker_tf_config(workers: list[str], index: int) -> str:
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+
+
+def replica_commands(job: ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], list[str]]:
+    """(commands, process names, one device per replica) for the job's engine."""
+    replica = python_module(REPLICA_MODULE, str(job_path))
+    if job.engine == "mirrored":
+        return [replica], ["mirrored"], [f"/job:localhost/replica:0/task:0/device:CPU:{r}" for r in range(job.replicas)]
+    ports = set()
+    while len(ports) < job.replicas:  # distinct, though each probe alone could repeat an earlier port
+        ports.add(free_port())
+    workers = [f"{LOOPBACK}:{port}" for port in sorted(ports)]
+    # `env` sets TF_CONFIG for this one process, then becomes the replica
+    commands = [["env", f"TF_CONFIG={worker_tf_config(workers, rank)}", *replica] for rank in range(job.replicas)]
+    devices = [f"/job:worker/replica:0/task:{rank}/device:CPU:0" for rank in range(job.replicas)]
+    return commands, [f"worker{rank}" for rank in range(job.replicas)], devices
+
+
+def replica_env(job: ReplicaJob) -> dict[str, str]:
+    """Thread limits for N replicas sharing the cores, read by TensorFlow when it loads.
+
+    The mirrored engine's one process runs all the replicas, so it keeps every core.
+    """
+    processes = 1 if job.engine == "mirrored" else job.replicas
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    return {
+        **env, **thread_env(processes),
+        "TF_NUM_INTRAOP_THREADS": str(threads_per_replica(processes)),
+        "TF_NUM_INTEROP_THREADS": str(max(2, job.replicas if job.engine == "mirrored" else 2)),
+        "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "1"),
+    }
+
+
+def train_data_parallel(job: ReplicaJob) -> dict:
+    if job.engine not in ENGINES:
+        raise ValueError(f"unknown tensorflow data-parallel engine {job.engine!r}; choose one of {', '.join(ENGINES)}")
+    if job.config.device == "gpu":
+        raise ValueError("the tensorflow data-parallel engines place their replicas on CPU devices; use device='cpu'")
+    out = Path(job.out)
+    job_path = job.save(out / "replica-job.json")
+    commands, names, devices = replica_commands(job, job_path)
+    start = time.perf_counter()
+    run_processes(commands, replica_env(job), out / "logs", job.timeout, names)
+    return collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""Data-parallel training: every engine of every backend, N replicas against one.
+
+Each framework's engine runs in its own env (frameworks/<name>/distributed.py); N replicas split
+each global batch and must give the single-replica run's step losses, epoch losses and weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from common.data import load_fashion_mnist
+from common.data_parallel import ReplicaJob, global_mean, mean_of_shard_means, shard, shard_bounds
+from common.interface import TrainConfig
+from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
+from common.training import fit, step_losses
+from common.weights import init_weights, load_weights, save_weights
+
+TRAIN_SUBSET = 600  # batches of 128, 128, 128, 128, 88: the last one splits unevenly over 3 replicas
+TEST_SUBSET = 200
+STEPS = 7  # crosses into the second epoch
+
+
+def test_shards_cover_the_batch_and_differ_by_at_most_one():
+    assert shard_bounds(128, 3) == [(0, 43), (43, 86), (86, 128)]
+    assert [b - a for a, b in shard_bounds(96, 5)] == [20, 19, 19, 19, 19]
+    indices = np.arange(10)
+    assert np.concatenate([shard(indices, 4, rank) for rank in range(4)]).tolist() == list(range(10))
+
+
+def test_mean_of_shard_means_is_wrong_for_unequal_shards():
+    """The naive reduction weighs a small shard's examples more; the global mean does not."""
+    losses = np.random.default_rng(0).random(128)
+    assert global_mean(losses, 3) == pytest.approx(losses.mean(), rel=1e-12)
+    assert abs(mean_of_shard_means(losses, 3) - losses.mean()) > 1e-4
+    assert mean_of_shard_means(losses, 4) == pytest.approx(losses.mean(), rel=1e-12)  # equal shards agree
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    try:
+        return load_fashion_mnist(train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET, download=False)
+    except Exception as err:  # DataError: no real data here
+        pytest.skip(f"real Fashion-MNIST not available: {err}")
+
+
+def distributed_module(backend):
+    if backend.name == "numpy":
+        pytest.skip("the numpy oracle has no data-parallel engine")
+    return importlib.import_module(f"frameworks.{backend.name}.distributed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_every_engine_equals_one_replica(backend, small_data, tmp_path, replicas):
+    distributed = distributed_module(backend)
+    config = TrainConfig(epochs=1, lr=0.5, seed=4)
+    initial = save_weights(init_weights(config.seed), tmp_path / "initial.npz")
+    model = backend.build()
+    backend.set_weights(model, load_weights(initial))
+    expected_steps = step_losses(backend.make_trainer(model, small_data, config), small_data, config, STEPS)
+    backend.set_weights(model, load_weights(initial))
+    expected = fit(backend.make_trainer(model, small_data, config), lambda x, y: backend.evaluate(model, x, y), small_data, config)
+    expected_weights = backend.get_weights(model)
+    assert distributed.ENGINES, "a backend's distributed.py names at least one engine"
+    for engine in distributed.ENGINES:
+        job = ReplicaJob(
+            framework=backend.name, engine=engine, replicas=replicas, config=config, initial_weights=str(initial),
+            out=str(tmp_path / f"{engine}-{replicas}"), steps=STEPS, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET,
+        )
+        result = distributed.train_data_parallel(job)
+        assert result["processes"] >= 1 and len(result["devices"]) == replicas, engine
+        np.testing.assert_allclose(result["step_losses"], expected_steps, atol=STEP_LOSS_TOL, err_msg=engine)
+        assert abs(result["history"][0]["train_loss"] - expected[0]["train_loss"]) <= EPOCH_LOSS_TOL, engine
+        assert result["replica_max_weight_difference"] <= 1e-6, engine
+        trained = load_weights(result["weights"])
+        for name, value in expected_weights.items():
+            np.testing.assert_allclose(trained[name], value, atol=1e-4, err_msg=f"{engine}: {name}")

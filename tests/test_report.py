@@ -1,0 +1,185 @@
+"""The report generator on hand-made summaries: every table, the deviation curves, and the page width in a browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in the parity or compare tox env")
+
+from common import spec  # noqa: E402
+from common.parity import check  # noqa: E402
+from common.report import DEVIATION_FLOOR, MISSING, curves_figure, html_page, markdown, plot_curves, tables  # noqa: E402
+
+FRAMEWORKS = ("pytorch", "tensorflow", "jax", "mxnet")
+EPOCH_LOSSES = [2.30777, 2.30521, 2.29371]
+STEP_LOSSES = [2.31, 2.30, 2.29, 2.28, 2.27]
+
+
+def framework_entry(index: int, offset: float) -> dict:
+    """A finished framework: its losses are the shared curve moved by offset."""
+    return dict(
+        status="ok", version=f"{index + 1}.0", device="cpu", params=spec.param_count(), final_test_accuracy=0.7298,
+        layers=[
+            dict(name=layer.name, kind=layer.kind, shape=list(layer.output_shape), native_shape=list(layer.output_shape), params=layer.param_count)
+            for layer in spec.layers()
+        ],
+        history=[
+            dict(epoch=epoch + 1, train_loss=loss + offset, train_accuracy=0.5, test_loss=loss, test_accuracy=0.6 + 0.05 * epoch,
+                 seconds=3.0, images_per_second=20000.0)
+            for epoch, loss in enumerate(EPOCH_LOSSES)
+        ],
+        step_losses=[loss + offset for loss in STEP_LOSSES],
+        speed=dict(train_images_per_second=20451.3 - 1000 * index, warmup_seconds=1.27 + index, eval_images_per_second=51234.0,
+                   peak_rss_mb=427.4 + index),
+    )
+
+
+def make_summary(names=FRAMEWORKS, offsets=None) -> dict:
+    """A plausible summary.json; offsets (default 1e-6 * index) move each framework's losses off the shared curve."""
+    offsets = offsets if offsets is not None else [1e-6 * i for i in range(len(names))]
+    names = list(names)
+    return dict(
+        config=dict(variant="classic", optimizer="sgd", lr=0.1, batch_size=128, epochs=len(EPOCH_LOSSES), seeds=[0],
+                    train_subset=None, test_subset=None),
+        environment=dict(python="3.11", platform="Linux", cpu="a CPU", cpu_count=2, frameworks={}),
+        frameworks={name: framework_entry(i, offset) for i, (name, offset) in enumerate(zip(names, offsets))},
+        parity=[
+            check("layer shapes equal the spec", names[:1], 0, 0, "all layers match"),
+            check("per-epoch training losses agree", names, 3e-6, 1e-3, "max spread over epochs"),
+        ],
+        cross_eval={evaluator: {source: 0.7298 for source in names} for evaluator in names},
+        seed_statistics={},
+        seconds=12.0,
+    )
+
+
+def table_rows(summary: dict, title: str) -> dict[str, dict[str, str]]:
+    """A table's rows by their first cell."""
+    (table,) = [t for t in tables(summary) if t.title.startswith(title)]
+    return {row[0]: dict(zip(table.header, row)) for row in table.rows}
+
+
+def test_speed_table_shows_each_frameworks_numbers():
+    summary = make_summary()
+    speed = table_rows(summary, "Speed in this run")
+    assert speed["pytorch"] == {
+        "framework": "pytorch", "training images/s": "20,451", "warm-up/compile s": "1.27", "evaluation images/s": "51,234",
+        "peak resident memory MB": "427",
+    }
+    assert speed["mxnet"]["warm-up/compile s"] == "4.27"
+    assert "| pytorch | 20,451 | 1.27 | 51,234 | 427 |" in markdown(summary)
+    assert "<h2>Speed in this run</h2>" in html_page(summary, b"") and "<td>20,451</td>" in html_page(summary, b"")
+
+
+def test_layers_are_matched_by_name_and_gaps_show_as_missing():
+    summary = make_summary()
+    jax_layers = summary["frameworks"]["jax"]["layers"]
+    summary["frameworks"]["jax"]["layers"] = [row for row in jax_layers if row["name"] not in ("act1", "pool1", "act4")][::-1]
+    summary["frameworks"]["tensorflow"]["layers"].append(dict(name="extra_dropout", kind="Dropout", shape=[84], native_shape=[84], params=0))
+    layers = table_rows(summary, "Layer shapes")
+    measured = {layer.name: f"{layer.kind} {layer.output_shape}" for layer in spec.layers()}
+    for name in ("act1", "pool1", "act4"):
+        assert layers[name]["jax"] == MISSING and layers[name]["pytorch"] == measured[name]
+    assert layers["fc3"]["jax"] == "dense (10,)"  # reversed order, still fc3's row
+    assert layers["extra_dropout"]["spec C,H,W"] == "not in the spec" and layers["extra_dropout"]["tensorflow"] == "Dropout (84,)"
+    assert layers["extra_dropout"]["pytorch"] == MISSING
+    assert "| act1 | (6, 28, 28) | 0 | sigmoid (6, 28, 28) | sigmoid (6, 28, 28) | missing |" in markdown(summary)
+    assert "<td class='missing'>missing</td>" in html_page(summary, b"")
+
+
+def test_a_failed_framework_with_only_status_error_and_version_renders(tmp_path):
+    summary = make_summary()
+    summary["frameworks"]["mxnet"] = dict(status="failed", error="ImportError: no module named mxnet\nTraceback ...", version=None)
+    rows = table_rows(summary, "Frameworks")
+    assert rows["mxnet"]["error"] == "ImportError: no module named mxnet" and rows["mxnet"]["params"] == "-"
+    assert "mxnet" not in table_rows(summary, "Speed in this run")
+    assert "mxnet" not in table_rows(summary, "Layer shapes")["conv1"]
+    assert "ImportError: no module named mxnet" in markdown(summary)
+    assert "ImportError: no module named mxnet" in html_page(summary, plot_curves(summary, tmp_path / "curves.png").read_bytes())
+
+
+def test_a_summary_without_speed_or_step_losses_renders(tmp_path):
+    summary = make_summary()
+    for entry in summary["frameworks"].values():
+        del entry["speed"], entry["step_losses"]
+    assert "Speed in this run" not in markdown(summary)
+    _, step_axis, _ = curves_figure(summary).axes
+    assert "fewer than two frameworks recorded first-step losses" in step_axis.texts[0].get_text()
+    assert "<h2>Frameworks</h2>" in html_page(summary, plot_curves(summary, tmp_path / "curves.png").read_bytes())
+
+
+def test_deviation_panels_plot_the_distance_from_the_mean_on_log_axes():
+    summary = make_summary()
+    epoch_axis, step_axis, accuracy_axis = curves_figure(summary).axes
+    assert epoch_axis.get_yscale() == step_axis.get_yscale() == "log"
+    losses = np.array([[e["train_loss"] for e in entry["history"]] for entry in summary["frameworks"].values()])
+    expected = np.abs(losses - losses.mean(axis=0))
+    plotted = np.array([line.get_ydata() for line in epoch_axis.get_lines()])
+    np.testing.assert_allclose(plotted, expected, rtol=1e-6)
+    assert [line.get_label() for line in step_axis.get_lines()] == list(FRAMEWORKS)
+    assert accuracy_axis.get_yscale() == "linear" and len(accuracy_axis.get_lines()) == len(FRAMEWORKS)
+
+
+def test_identical_curves_are_drawn_at_the_floor(tmp_path):
+    summary = make_summary(offsets=[0.0] * len(FRAMEWORKS))
+    epoch_axis, step_axis, _ = curves_figure(summary).axes
+    for axis in (epoch_axis, step_axis):
+        assert all(np.all(line.get_ydata() == DEVIATION_FLOOR) for line in axis.get_lines())
+    assert f"{DEVIATION_FLOOR:g}" in epoch_axis.get_ylabel()
+    png = plot_curves(summary, tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_one_finished_framework_has_nothing_to_compare(tmp_path):
+    summary = make_summary(names=["pytorch"])
+    epoch_axis, step_axis, accuracy_axis = curves_figure(summary).axes
+    for axis in (epoch_axis, step_axis):
+        assert not axis.get_lines() and "nothing to compare" in axis.texts[0].get_text()
+    assert len(accuracy_axis.get_lines()) == 1
+    assert plot_curves(summary, tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_frameworks_without_step_losses_are_left_out_of_the_step_panel():
+    summary = make_summary()
+    summary["frameworks"]["jax"]["step_losses"] = []
+    del summary["frameworks"]["mxnet"]["step_losses"]
+    _, step_axis, _ = curves_figure(summary).axes
+    assert [line.get_label() for line in step_axis.get_lines()] == ["pytorch", "tensorflow"]
+    summary["frameworks"]["tensorflow"]["step_losses"] = []
+    _, step_axis, _ = curves_figure(summary).axes
+    assert "fewer than two frameworks recorded" in step_axis.texts[0].get_text()
+
+
+# Appended to a copy of the page: once laid out, it writes the page's width and the window's into the DOM.
+WIDTH_PROBE = """<script>addEventListener('load', () => {
+  const probe = document.createElement('div');
+  probe.id = 'width-check';
+  probe.textContent = `${document.documentElement.scrollWidth} ${document.documentElement.clientWidth} ${window.innerWidth}`;
+  document.body.append(probe);
+});</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_page_fits_a_1366_px_laptop_screen(tmp_path):
+    summary = make_summary(names=[*FRAMEWORKS, "numpy"])  # five columns in the differences table: the widest page
+    page = html_page(summary, plot_curves(summary, tmp_path / "curves.png").read_bytes())
+    (tmp_path / "report.html").write_text(page)
+    (tmp_path / "probe.html").write_text(page.replace("</body>", WIDTH_PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1366,3000"]
+    dom = subprocess.run(
+        ["chromium", *flags, "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    scroll_width, client_width, window_width = map(int, re.search(r'id="width-check">(\d+) (\d+) (\d+)<', dom).groups())
+    assert window_width == 1366
+    assert scroll_width <= client_width, f"the page is {scroll_width} px wide in a {client_width} px window: it scrolls sideways"
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
