@@ -22,9 +22,9 @@ from common.interface import DEFAULT_LR, DEVICES, MAX_SEED, OPTIMIZERS, DeviceUn
 from common.training import TrainingDiverged
 from common.weights import WeightsError, init_weights, load_weights, save_weights
 
-
 # Every error a user's input or environment can cause: printed as one line, never a traceback.
-USER_ERRORS = (DataError, WeightsError, OutputError, FolderBusy, TrainingDiverged, DeviceUnavailable, OSError)
+# ImportError: frameworks.get_backend's BackendUnavailable, a framework not installed here.
+USER_ERRORS = (DataError, WeightsError, OutputError, FolderBusy, TrainingDiverged, DeviceUnavailable, OSError, ImportError)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
@@ -72,7 +72,9 @@ def add_training_options(parser: argparse.ArgumentParser, multiple_seeds: bool =
         parser.add_argument("--seed", type=seed_number, default=0, help=f"0 to {MAX_SEED}")
     parser.add_argument("--train-subset", type=positive_int, default=None, help="train on the first N examples")
     parser.add_argument("--test-subset", type=positive_int, default=None, help="test on the first N examples")
-    parser.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files (used as given, never swapped for another)"
+    )
 
 
 def config_from_args(args: argparse.Namespace, seed: int, device: str) -> TrainConfig:
@@ -168,8 +170,8 @@ def run_training(backend: ModuleType, args, console: Console) -> list[dict]:
     return history
 
 
-def build_parser(backend: ModuleType) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m frameworks.{backend.name}", description=f"LeNet-5 in {backend.name}.")
+def build_parser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m frameworks.{name}", description=f"LeNet-5 in {name}.")
     commands = parser.add_subparsers(dest="command", required=True)
     summary = commands.add_parser("summary", help="print each layer's output shape and parameters")
     summary.add_argument("--variant", choices=spec.VARIANTS, default="classic")
@@ -177,16 +179,27 @@ def build_parser(backend: ModuleType) -> argparse.ArgumentParser:
     add_training_options(train)
     train.add_argument("--init-weights", default=None, help="start from this canonical .npz instead of the seed's")
     train.add_argument("--save-weights", default=None, help="write the trained weights (canonical .npz) here")
-    train.add_argument("--json", default=None, help="write the history as JSON here")
+    train.add_argument("--json", default=None, help="write the history as JSON here (a stopped run's too, marked partial)")
     for sub in (summary, train):
         sub.add_argument("--device", choices=DEVICES, default="cpu")
     return parser
 
 
-def main(backend: ModuleType, argv: list[str] | None = None) -> None:
-    args = build_parser(backend).parse_args(argv)
+def main(backend: ModuleType | str, argv: list[str] | None = None) -> None:
+    """The CLI for a backend module, or for a backend's name.
+
+    Given the name, the framework is imported after the options are parsed and inside the error
+    handling: a bad option then needs no slow framework import, and Ctrl-C or a missing framework
+    during that import is one line too.
+    """
+    name = backend if isinstance(backend, str) else backend.name
+    args = build_parser(name).parse_args(argv)
     console = Console(soft_wrap=True)  # an error or epoch line stays one line, however long
     try:
+        if isinstance(backend, str):
+            from frameworks import get_backend  # here: common/ imports no backend when it is imported
+
+            backend = get_backend(backend)
         (run_summary if args.command == "summary" else run_training)(backend, args, console)
     except USER_ERRORS as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")  # escape: messages may hold [brackets]

@@ -93,13 +93,14 @@ def check_named_dir(folder: Path, origin: str) -> Path:
         f"(`apt-get install dataset-fashion-mnist` puts them in {SYSTEM_DIR}), or {drop} to use "
         f"{SYSTEM_DIR} or the download cache."
     )
-    if not folder.exists():
+    # os.path rather than Path: False instead of a PermissionError inside folders one may not read.
+    if not os.path.exists(folder):
         raise DataError(f"{folder} (from {origin}) does not exist. {fix}")
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise DataError(f"{folder} (from {origin}) is a file, not a folder. {fix}")
-    missing = [idx.filename for idx in FILES.values() if not (folder / idx.filename).is_file()]
+    missing = [idx.filename for idx in FILES.values() if not os.path.isfile(folder / idx.filename)]
     if missing:
-        held = "none" if len(missing) == len(FILES) else f"{len(FILES) - len(missing)}"
+        held = "none" if len(missing) == len(FILES) else str(len(FILES) - len(missing))
         raise DataError(f"{folder} (from {origin}) holds {held} of the four Fashion-MNIST files; missing {', '.join(missing)}. {fix}")
     return folder
 
@@ -182,7 +183,7 @@ def download_files(target_dir: Path, mirrors=MIRRORS, timeout: float = 60) -> Pa
                 continue
             tmp = target_dir / f".{idx.filename}.download"
             try:
-                atomic_write(tmp, lambda f: f.write(payload))
+                atomic_write(tmp, lambda f, payload=payload: f.write(payload))
                 read_idx(tmp, idx, fix="")  # the next mirror is the fix
                 os.replace(tmp, path)
             except DataError as err:
@@ -202,7 +203,7 @@ def download_files(target_dir: Path, mirrors=MIRRORS, timeout: float = 60) -> Pa
 
 
 def _has_all_files(folder: Path) -> bool:
-    return all((folder / idx.filename).is_file() for idx in FILES.values())
+    return all(os.path.isfile(folder / idx.filename) for idx in FILES.values())
 
 
 def load_fashion_mnist(

@@ -38,6 +38,10 @@ from common.weights import load_weights, save_weights
 # in an all-reduce, so each engine passes this to its own timeout setting, and the launcher ends
 # any process still running after it.
 COLLECTIVE_TIMEOUT_S = 120
+# The launcher waits this much longer than a collective may, so that a hung peer is reported by
+# the engine's own timeout error (which names it) rather than by the launcher's deadline.
+START_UP_MARGIN_S = 60
+STOP_GRACE_S = 5  # after SIGTERM, how long a launcher (torchrun) may take to end its own workers
 LOOPBACK = "127.0.0.1"
 
 
@@ -147,8 +151,10 @@ def train_replica(backend, job: ReplicaJob, rank: int, model, make_trainer: Call
 def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path, timeout: float, names: Sequence[str]) -> None:
     """Start every command in its own process group and wait for all of them.
 
-    When one fails or the time is up, the others (which may wait in a collective for it) are ended
-    by their process group id, and ReplicaFailed names the first culprit with its stderr's tail.
+    When one fails or the time is up (timeout plus START_UP_MARGIN_S), the others (which may wait
+    in a collective for it) are ended by their process group id: SIGTERM first, so a launcher such
+    as torchrun can end its own workers, then SIGKILL. ReplicaFailed names the first culprit with
+    its output's tail.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
@@ -156,7 +162,7 @@ def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_di
         log = open(log_dir / f"{name}.log", "w")
         logs.append(log)
         processes.append(subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout + START_UP_MARGIN_S
     failure = None
     try:
         while failure is None and any(p.poll() is None for p in processes):
@@ -164,23 +170,36 @@ def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_di
             if failed:
                 failure = f"{failed[1]} exited with code {failed[0].returncode}"
             elif time.monotonic() > deadline:
-                failure = f"{', '.join(n for p, n in zip(processes, names) if p.poll() is None)} still running after {timeout:.0f} s"
+                still_running = ", ".join(n for p, n in zip(processes, names) if p.poll() is None)
+                failure = f"{still_running} still running after {timeout + START_UP_MARGIN_S:.0f} s"
             else:
                 time.sleep(0.05)
         if failure is None:
             failed = next(((p, n) for p, n in zip(processes, names) if p.returncode != 0), None)
             failure = failed and f"{failed[1]} exited with code {failed[0].returncode}"
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        end_process_groups(processes)
         for log in logs:
             log.close()
     if failure:
         culprit = failure.split(" ", 1)[0].rstrip(",")
-        tail = (log_dir / f"{culprit}.log").read_text(errors="replace")[-1500:] if (log_dir / f"{culprit}.log").exists() else ""
+        log_file = log_dir / f"{culprit}.log"
+        tail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
         raise ReplicaFailed(f"{failure}:\n{tail}")
+
+
+def end_process_groups(processes: Sequence[subprocess.Popen]) -> None:
+    """End every process still running, with its group: SIGTERM, a grace period, then SIGKILL."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -41,7 +41,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         raise _write_error(path, err) from err
     try:
         with os.fdopen(fd, "wb") as f:
-            if path.is_file():
+            if os.path.isfile(path):
                 os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
             write(f)
             f.flush()
@@ -75,7 +75,8 @@ def write_json(path: str | os.PathLike, data) -> Path:
 def _check_can_create_in(folder: Path, what: str, path: Path) -> None:
     """OutputError unless folder is, or could be made, a folder this process can create files in."""
     existing = folder
-    while not os.path.exists(existing):  # os.path, not Path: False instead of an error inside unreadable folders
+    # os.path rather than Path here: False instead of a PermissionError inside folders one may not read.
+    while not os.path.exists(existing):
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{what} {path}: {existing} is a file, not a folder. Fix: choose another path, or move that file away.")
@@ -94,7 +95,7 @@ def check_output_path(path: str | os.PathLike, what: str = "output file") -> Pat
     Runs before the work, so a bad path fails in a second instead of after a whole run. Creates nothing.
     """
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         raise OutputError(f"{what} {path} is a folder. Fix: give the path of a file, inside that folder or elsewhere.")
     _check_can_create_in(path.parent, what, path)
     return path

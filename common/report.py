@@ -37,8 +37,8 @@ DIFFERENCES = [
         "Canonical OIHW conv kernels and (out, in) matrices become HWIO and (in, out) in Keras and Flax.",
         {
             "pytorch": "frameworks/pytorch/convert.py::set_weights (the canonical layout)",
-            "tensorflow": "frameworks/tensorflow/convert.py::_conv_kernel, _dense_kernel",
-            "jax": "frameworks/jax/convert.py::_to_flax",
+            "tensorflow": "common/weights.py::to_channels_last (oihw_to_hwio; dense kernels transposed)",
+            "jax": "common/weights.py::to_channels_last (shared with Keras)",
             "mxnet": "frameworks/mxnet/convert.py::canonical_params (same layout, other names)",
         },
     ),
@@ -47,8 +47,8 @@ DIFFERENCES = [
         "NHWC frameworks flatten H,W,C; fc1's canonical columns are C,H,W, so they are permuted.",
         {
             "pytorch": "frameworks/pytorch/model.py::_LAYERS (nn.Flatten is C,H,W)",
-            "tensorflow": "frameworks/tensorflow/convert.py::_to_keras (with common/weights.py::hwc_columns)",
-            "jax": "frameworks/jax/convert.py::_to_flax",
+            "tensorflow": "common/weights.py::hwc_columns (through to_channels_last)",
+            "jax": "common/weights.py::hwc_columns (through to_channels_last)",
             "mxnet": "frameworks/mxnet/model.py::_LAYERS (Dense flattens C,H,W itself: no Flatten layer)",
         },
     ),
@@ -57,8 +57,8 @@ DIFFERENCES = [
         "Keras and Flax spell padding 'same'/'valid'; 'same' equals padding 2 only for a 5x5 kernel at stride 1.",
         {
             "pytorch": "frameworks/pytorch/model.py::_LAYERS",
-            "tensorflow": "frameworks/tensorflow/model.py::_padding",
-            "jax": "frameworks/jax/model.py::flax_padding",
+            "tensorflow": "common/spec.py::padding_name",
+            "jax": "common/spec.py::padding_name (upper-cased)",
             "mxnet": "frameworks/mxnet/model.py::_LAYERS",
         },
     ),
@@ -77,10 +77,10 @@ DIFFERENCES = [
         "Loss",
         "Mean softmax cross-entropy on logits, spelled differently in each framework.",
         {
-            "pytorch": "frameworks/pytorch/train.py::Trainer.step (F.cross_entropy)",
-            "tensorflow": "frameworks/tensorflow/train.py::LOSS (SparseCategoricalCrossentropy(from_logits=True))",
-            "jax": "frameworks/jax/train.py::_loss (optax softmax_cross_entropy_with_integer_labels, mean)",
-            "mxnet": "frameworks/mxnet/train.py::_CROSS_ENTROPY (per example; see step(batch_size))",
+            "pytorch": "frameworks/pytorch/train.py::cross_entropy (F.cross_entropy)",
+            "tensorflow": "frameworks/tensorflow/train.py::cross_entropy (SparseCategoricalCrossentropy(from_logits=True))",
+            "jax": "frameworks/jax/train.py::cross_entropy (optax softmax_cross_entropy_with_integer_labels, mean)",
+            "mxnet": "frameworks/mxnet/train.py::per_example_cross_entropy (see step(batch_size))",
         },
     ),
     (
@@ -94,6 +94,17 @@ DIFFERENCES = [
         "gluon.Trainer.step(n) divides the gradient by n; with a per-example loss and n = the batch's length each update is "
         "SGD on the mean loss, also on the last, partial batch.",
         {"mxnet": "frameworks/mxnet/train.py::Trainer.step"},
+    ),
+    (
+        "Float32 on GPUs (TF32)",
+        "On Ampere and newer GPUs, cuDNN and cuBLAS run float32 convolutions and matmuls in TF32 (10 mantissa bits, "
+        "about 1e-3 relative error) unless told not to; each framework is set to true float32, or parity at 1e-5 fails there.",
+        {
+            "pytorch": "frameworks/pytorch/model.py::torch.backends.cudnn.conv.fp32_precision",
+            "tensorflow": "frameworks/tensorflow/model.py::tf.config.experimental.enable_tensor_float_32_execution",
+            "jax": "frameworks/jax/model.py::PRECISION",
+            "mxnet": "frameworks/mxnet/__init__.py::NVIDIA_TF32_OVERRIDE",
+        },
     ),
     (
         "Scaling by 255",

@@ -11,14 +11,13 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 
 from common import spec
 from common.files import atomic_write
 
-Weights = Dict[str, np.ndarray]
+Weights = dict[str, np.ndarray]
 DTYPE = np.float32
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"  # an .npz is a zip archive of .npy files

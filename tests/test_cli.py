@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import compare
+import frameworks
 from common import data
+from common.cli import main
 from common.interface import MAX_SEED
 from common.weights import init_weights
 
@@ -60,7 +62,9 @@ def absent_data(tmp_path) -> tuple[str, str]:
 OUTPUT_CASES = {
     "json is a folder": (lambda tmp: ("--json", f"{tmp}"), "--json {tmp} is a folder"),
     "weights is a folder": (lambda tmp: ("--save-weights", f"{tmp}"), "--save-weights {tmp} is a folder"),
-    "json below a file": (lambda tmp: ("--json", f"{tmp}/blocker/h.json"), "--json {tmp}/blocker/h.json: {tmp}/blocker is a file, not a folder"),
+    "json below a file": (
+        lambda tmp: ("--json", f"{tmp}/blocker/h.json"), "--json {tmp}/blocker/h.json: {tmp}/blocker is a file, not a folder"
+    ),
     "weights below a file": (lambda tmp: ("--save-weights", f"{tmp}/blocker/sub/w.npz"), "{tmp}/blocker is a file, not a folder"),
     "both in one file": (lambda tmp: ("--json", f"{tmp}/same", "--save-weights", f"{tmp}/same"), "--json and --save-weights are both"),
 }
@@ -72,6 +76,21 @@ def test_output_paths_are_checked_before_data_and_training(case, tmp_path):
     args, problem = OUTPUT_CASES[case]
     assert problem.format(tmp=tmp_path) in one_error(train(*args(tmp_path), *absent_data(tmp_path)))
     assert [p.name for p in tmp_path.iterdir()] == ["blocker"]
+
+
+def test_main_given_a_name_imports_the_backend_after_parsing(tmp_path, capsys, monkeypatch):
+    """frameworks/<name>/__main__.py may pass its name: a bad option then costs no framework import."""
+    imported = []
+    get_backend = frameworks.get_backend
+    monkeypatch.setattr(frameworks, "get_backend", lambda name: imported.append(name) or get_backend(name))
+    with pytest.raises(SystemExit) as exit_:
+        main("numpy", ["train", "--seed", "-1"])
+    assert exit_.value.code == 2 and imported == []
+    with pytest.raises(SystemExit) as exit_:
+        main("numpy", ["train", "--json", str(tmp_path), *absent_data(tmp_path)])
+    assert exit_.value.code == 1 and imported == ["numpy"]
+    expected = f"error: --json {tmp_path} is a folder. Fix: give the path of a file, inside that folder or elsewhere."
+    assert capsys.readouterr().out.strip() == expected
 
 
 @pytest.mark.parametrize("seed", ["-1", str(MAX_SEED + 1), str(10**40), "1.5", "abc"])

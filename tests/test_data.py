@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common import data
-from common.data import DataError, IdxFile, batch_order, load_fashion_mnist, read_idx, scale_images
+from common.data import DataError, IdxFile, batch_order, load_fashion_mnist, scale_images
 
 
 def idx_bytes(magic: int, items: np.ndarray) -> bytes:
@@ -293,7 +293,7 @@ def test_scale_images():
 def test_batch_order_is_shared_and_complete():
     first = batch_order(1000, 128, seed=7, epoch=3)
     again = batch_order(1000, 128, seed=7, epoch=3)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again)) and len(first) == len(again) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True)) and len(first) == 8
     assert [len(b) for b in first] == [128] * 7 + [104]  # the partial batch is kept
     assert sorted(np.concatenate(first).tolist()) == list(range(1000))
     assert not np.array_equal(first[0], batch_order(1000, 128, seed=7, epoch=4)[0])

@@ -201,4 +201,6 @@ def test_every_difference_points_at_real_code():
             source = (REPO / path).read_text()
             for name in re.findall(r"^[\w.]+(?:, \w+)*", symbol.strip())[0].split(", "):
                 defined = name.split(".")[-1]
-                assert re.search(rf"^\s*(def |class )?{defined}\b", source, re.M), f"{title}: {location} not found"
+                # defined (def, class, assignment), set as an attribute or a call, or named as an environment variable
+                pattern = rf"^\s*(def |class )?[\w.]*\b{defined}\b|\"{defined}\""
+                assert re.search(pattern, source, re.M), f"{title}: {location} not found"

@@ -177,16 +177,16 @@ class DataParallelTrainer(interface.Trainer):
         nnx.update(self.model, jax.tree.map(lambda leaf: jax.device_put(leaf.addressable_data(0), self.home, may_alias=False), params))
 
 
+@functools.partial(nnx.jit, static_argnums=0)
 def build_on_this_process(variant: str) -> LeNet:
-    """backend.build(), but on this process's own CPU device.
+    """backend.build(), but on this process's own CPU device (JAX's default device is a local one).
 
     build() places the model on jax.devices("cpu")[0], and in a multi-process run jax.devices()
     lists every process's devices: every process would get process 0's device, whose arrays only
-    process 0 can read.
+    process 0 can read. Built in one compiled call rather than one per initializer, as each
+    replica process compiles everything anew.
     """
-    model = LeNet(variant, nnx.Rngs(params=0, dropout=0))
-    nnx.update(model, jax.device_put(nnx.state(model), jax.local_devices(backend="cpu")[0]))
-    return model
+    return LeNet(variant, nnx.Rngs(params=0, dropout=0))
 
 
 def join_processes(coordinator: str, num_processes: int, process_id: int, timeout: float) -> None:

@@ -11,16 +11,18 @@ the gradients during backward. On this machine the launcher runs, on the loopbac
 
 Across machines, run the same torchrun on every host, with the total replica count in the job
 (job.replicas = nnodes x nproc-per-node), the job file, the data and the initial weights at the
-same paths everywhere, and job.out on a shared folder (rank 0 writes the history). With two hosts
-of two replicas each, the first at 10.0.0.1:
+same paths everywhere, and job.out on a shared folder (every rank writes its weights there).
+With two hosts of two replicas each, the first at 10.0.0.1:
 
     host 0: python -m torch.distributed.run --nnodes 2 --node-rank 0 --nproc-per-node 2 \\
                 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29400 --rdzv-id lenet \\
                 --module frameworks.pytorch.distributed job.json
     host 1: the same with --node-rank 1
 
-Set OMP_NUM_THREADS to each host's cores / nproc-per-node (torchrun's default is 1), and
-GLOO_SOCKET_IFNAME (or NCCL_SOCKET_IFNAME) to the network interface the hosts share.
+Set the variables train_data_parallel sets here (replica_env) in each host's environment before
+torchrun: OMP_NUM_THREADS to the host's cores / nproc-per-node (torchrun's default is 1),
+OMP_PROC_BIND=false (the backend otherwise pins every replica's first thread to the same core),
+and GLOO_SOCKET_IFNAME (or NCCL_SOCKET_IFNAME) to the network interface the hosts share.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
 from common.data_parallel import (
-    LOOPBACK, ReplicaFailed, ReplicaJob, collect, free_port, python_module, run_processes, shard, thread_env, train_replica,
+    LOOPBACK,
+    ReplicaFailed,
+    ReplicaJob,
+    collect,
+    free_port,
+    python_module,
+    run_processes,
+    shard,
+    thread_env,
+    train_replica,
 )
 from common.interface import DeviceUnavailable
 from frameworks import pytorch
@@ -79,11 +90,11 @@ class DataParallelTrainer(Trainer):
         logits = self.model(x)
         shard_loss_sum = F.cross_entropy(logits, y, reduction="sum")  # 0 for an empty shard, still differentiable
         self.optimizer.zero_grad(set_to_none=True)
-        # DDP divides the all-reduced gradient by the world size, i.e. it averages the replicas'
-        # gradients. Averaging each shard's MEAN loss would weigh a 42-example shard's examples more
-        # than a 43-example shard's whenever the global batch does not split evenly. Scaling the
-        # shard's loss SUM by replicas / global batch size makes DDP's average
-        # (1/N) * sum_r N * sum_r_losses / B the gradient of the global batch's mean loss, for any split.
+        # DDP divides the all-reduced gradients by the world size N: it averages the replicas'
+        # gradients with equal weights. Averaging each shard's MEAN loss that way weighs an example
+        # of a 42-example shard more than one of a 43-example shard (128 over 3 replicas). Scaling
+        # shard r's loss SUM S_r by N / B instead gives (1/N) * sum_r (N / B) * S_r = sum_r S_r / B:
+        # the gradient of the global batch's mean loss, however unevenly the B examples split.
         (shard_loss_sum * (self.replicas / len(global_batch_indices))).backward()
         self.optimizer.step()
         shard_correct = (logits.detach().argmax(dim=1) == y).sum()
@@ -129,6 +140,7 @@ def train_data_parallel(job: ReplicaJob) -> dict:
         "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(job.replicas),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{LOOPBACK}:{free_port()}", "--local-addr", LOOPBACK,
         "--rdzv-conf", f"join_timeout={job.timeout:.0f}", "--max-restarts", "0",
+        "--log-dir", str(out / "logs" / "torchrun"),  # its error files, instead of a new /tmp folder per run
         "--module", REPLICA_MODULE, str(job_path),
     )
     start = time.perf_counter()

@@ -172,7 +172,7 @@ def replica_env(job: ReplicaJob) -> dict[str, str]:
     return {
         **env, **thread_env(processes),
         "TF_NUM_INTRAOP_THREADS": str(threads_per_replica(processes)),
-        "TF_NUM_INTEROP_THREADS": str(max(2, job.replicas if job.engine == "mirrored" else 2)),
+        "TF_NUM_INTEROP_THREADS": os.environ.get("EXP_INTER", "2"),
         "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "1"),
     }
 
