@@ -163,18 +163,12 @@ def replica_commands(job: ReplicaJob, job_path: Path) -> tuple[list[list[str]], 
 
 
 def replica_env(job: ReplicaJob) -> dict[str, str]:
-    """Thread limits for N replicas sharing the cores, read by TensorFlow when it loads.
-
-    The mirrored engine's one process runs all the replicas, so it keeps every core.
-    """
+    """This environment without TF_CONFIG, plus thread limits that TensorFlow reads when it loads:
+    the replica processes share the cores, and the mirrored engine's one process holds them all."""
     processes = 1 if job.engine == "mirrored" else job.replicas
+    threads = str(threads_per_replica(processes))
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    return {
-        **env, **thread_env(processes),
-        "TF_NUM_INTRAOP_THREADS": str(threads_per_replica(processes)),
-        "TF_NUM_INTEROP_THREADS": os.environ.get("EXP_INTER", "2"),
-        "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "1"),
-    }
+    return {**env, **thread_env(processes), "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
 def train_data_parallel(job: ReplicaJob) -> dict:
