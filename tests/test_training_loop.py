@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.data import FashionMNIST, batch_order
-from common.interface import HISTORY_KEYS, TrainConfig
+from common.interface import HISTORY_KEYS, TrainConfig, Trainer
 from common.training import TrainingDiverged, evaluate_with, fit, step_losses
 
 
@@ -19,7 +19,7 @@ def tiny_data(n=10):
     return FashionMNIST(images, labels, images[:4], labels[:4])
 
 
-class RecordingTrainer:
+class RecordingTrainer(Trainer):
     def __init__(self, loss=1.0):
         self.seen, self.loss, self.pending = [], loss, []
 
@@ -32,6 +32,9 @@ class RecordingTrainer:
         total, self.pending = sum(self.pending), []
         return total, 3
 
+    def sync_model(self):
+        self.syncs = getattr(self, "syncs", 0) + 1
+
 
 def test_fit_follows_the_batch_order_and_records_every_key():
     data, config = tiny_data(), TrainConfig(epochs=2, batch_size=4, seed=9)
@@ -43,6 +46,7 @@ def test_fit_follows_the_batch_order_and_records_every_key():
     assert [tuple(entry) for entry in history] == [HISTORY_KEYS] * 2
     assert history[0]["train_loss"] == pytest.approx(1.0) and history[0]["train_accuracy"] == pytest.approx(0.3)
     assert history[1]["test_accuracy"] == 0.25 and epochs_seen == history
+    assert trainer.syncs == 2  # the model holds the trained weights before each evaluation
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf, 1e4])

@@ -49,8 +49,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import frameworks.jax as backend
 from common import interface
 from common.data_parallel import (
-    LOOPBACK, ReplicaJob, collect, free_port, python_module, replica_weights_path, run_processes, shard,
-    thread_env, threads_per_replica, train_replica,
+    LOOPBACK,
+    ReplicaJob,
+    collect,
+    free_port,
+    python_module,
+    replica_weights_path,
+    run_processes,
+    shard,
+    thread_env,
+    threads_per_replica,
+    train_replica,
 )
 from common.weights import Weights, save_weights
 from frameworks.jax.convert import to_canonical
@@ -127,7 +136,6 @@ class DataParallelTrainer(interface.Trainer):
     def __init__(self, model: LeNet, data, config: interface.TrainConfig, mesh: Mesh):
         self.model = model
         self.home = backend.model_device(model)  # where sync_model puts the weights for evaluate()
-        self.mesh = mesh
         self.replicas = mesh.devices.size
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
@@ -158,7 +166,9 @@ class DataParallelTrainer(interface.Trainer):
 
     def step(self, batch_indices: np.ndarray) -> jax.Array:
         indices, weight = self._sharded_batch(np.asarray(batch_indices))
-        self.state, self.totals, loss = self.step_function(self.graphdef, self.state, self.totals, self.images, self.labels, indices, weight)
+        self.state, self.totals, loss = self.step_function(
+            self.graphdef, self.state, self.totals, self.images, self.labels, indices, weight
+        )
         return loss  # the global mean, replicated: every process can read it
 
     def epoch_totals(self) -> tuple[float, int]:
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--process-id", type=int, default=0, help="this process's rank, 0 .. replicas-1 (multi_process engine)")
     args = parser.parse_args(argv)
     job = ReplicaJob.load(args.job)
+    if job.engine not in ENGINES:
+        parser.error(f"unknown engine {job.engine!r} in {args.job}; choose from {', '.join(ENGINES)}")
     if job.engine == "multi_process":
         if not args.coordinator:
             parser.error("the multi_process engine needs --coordinator HOST:PORT")
@@ -259,7 +271,9 @@ def train_data_parallel(job: ReplicaJob) -> dict:
     if job.engine == "multi_process":
         coordinator = f"{LOOPBACK}:{free_port()}"
         names = [f"replica{rank}" for rank in range(job.replicas)]
-        commands = [python_module(MODULE, job_path, "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)]
+        commands = [
+            python_module(MODULE, job_path, "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)
+        ]
         env = _replica_env(processes=job.replicas, devices_per_process=1)
         devices = [f"cpu of process {rank}" for rank in range(job.replicas)]
     else:

@@ -45,7 +45,15 @@ from mxnet import autograd
 
 from common import interface
 from common.data_parallel import (
-    LOOPBACK, ReplicaJob, collect, free_port, python_module, replica_weights_path, run_processes, shard, thread_env,
+    LOOPBACK,
+    ReplicaJob,
+    collect,
+    free_port,
+    python_module,
+    replica_weights_path,
+    run_processes,
+    shard,
+    thread_env,
     train_replica,
 )
 from common.interface import TrainConfig
@@ -76,8 +84,8 @@ class KVStoreGroup:
     DataParallelTrainer from its saved fresh optimizer state (Adam's moments and step count).
     """
 
-    def __init__(self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shards: int, fresh_state: Path):
-        self.kvstore, self.contexts, self.shards = kvstore, contexts, shards
+    def __init__(self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path):
+        self.kvstore, self.contexts, self.shard_count = kvstore, contexts, shard_count
         self.shard_ranks = range(first_shard, first_shard + len(contexts))
         self.fresh_state = fresh_state
         self.optimizer: mx.gluon.Trainer | None = None
@@ -111,10 +119,10 @@ class DataParallelTrainer(interface.Trainer):
 
     def step(self, global_batch_indices: np.ndarray) -> mx.np.ndarray:
         group = self.group
-        shards = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
+        shard_outputs = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
         with autograd.record():  # train mode: dropout on
-            for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks):
-                indices, weight = shard(global_batch_indices, group.shards, shard_rank), 1.0
+            for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
+                indices, weight = shard(global_batch_indices, group.shard_count, shard_rank), 1.0
                 if len(indices) == 0:
                     # MXNet's arrays cannot have a zero-length axis (0 means "unknown" in its shapes),
                     # yet an empty shard must still push gradients, as dist_sync waits for every
@@ -122,8 +130,8 @@ class DataParallelTrainer(interface.Trainer):
                     indices, weight = global_batch_indices[:1], 0.0
                 x, y = gather_batch(images, labels, indices)
                 logits = self.model(x)
-                shards.append((per_example_cross_entropy(logits, y) * weight, logits, y, weight))
-        autograd.backward([losses for losses, *_ in shards])
+                shard_outputs.append((per_example_cross_entropy(logits, y) * weight, logits, y, weight))
+        autograd.backward([losses for losses, *_ in shard_outputs])
         # The kvstore SUMS the contexts' and workers' gradients and step(n) scales the sum by 1/n.
         # Each shard backpropagates its per-example losses, i.e. the gradient of its loss SUM, so
         # the kvstore's sum is the gradient of the global batch's loss sum, and n = the GLOBAL
@@ -131,7 +139,7 @@ class DataParallelTrainer(interface.Trainer):
         # is 43 + 43 + 42. Shard MEANS summed (or averaged) would weigh the 42 examples more.
         group.optimizer.step(len(global_batch_indices))
         shard_totals = [
-            mx.nd.concat(losses.sum(), (logits.argmax(axis=1) == y).sum() * weight, dim=0) for losses, logits, y, weight in shards
+            mx.nd.concat(losses.sum(), (logits.argmax(axis=1) == y).sum() * weight, dim=0) for losses, logits, y, weight in shard_outputs
         ]
         group.kvstore.pushpull(group.totals_key, shard_totals)  # (loss sum, correct) summed over every shard, in place
         global_totals = shard_totals[0]
@@ -206,17 +214,17 @@ def run_replica(job: ReplicaJob) -> None:
     device = backend.resolve_device(job.config.device)
     if job.engine == "dist_sync":
         kvstore = mx.kv.create("dist_sync")
-        contexts, rank, first_shard, shards = [device], kvstore.rank, kvstore.rank, kvstore.num_workers
+        contexts, rank, first_shard, shard_count = [device], kvstore.rank, kvstore.rank, kvstore.num_workers
     else:
         kvstore = mx.kv.create("local")
-        contexts, rank, first_shard, shards = [mx.Context(device.device_type, i) for i in range(job.replicas)], 0, 0, job.replicas
-    if shards != job.replicas:
-        raise RuntimeError(f"the kvstore has {shards} workers but the job asks for {job.replicas} replicas")
-    print(f"{kvstore.type}: rank {rank}, shards {first_shard}..{first_shard + len(contexts) - 1} of {shards}", flush=True)
+        contexts, rank, first_shard, shard_count = [mx.Context(device.device_type, i) for i in range(job.replicas)], 0, 0, job.replicas
+    if shard_count != job.replicas:
+        raise RuntimeError(f"the kvstore has {shard_count} workers but the job asks for {job.replicas} replicas")
+    print(f"{kvstore.type}: rank {rank}, shards {first_shard}..{first_shard + len(contexts) - 1} of {shard_count}", flush=True)
     model = backend.build(job.config.variant, job.config.device)
     model.collect_params().reset_ctx(contexts)  # one copy of the parameters per context
     fresh_state = Path(job.out) / f"replica{rank}_fresh_optimizer.states"
-    group = KVStoreGroup(kvstore, contexts, first_shard, shards, fresh_state)
+    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state)
     train_replica(backend, job, rank, model, group.make_trainer)
     # The local engine's contexts are its replicas: the harness compares their copies with context 0's.
     for shard_rank, context in enumerate(contexts[1:], first_shard + 1):

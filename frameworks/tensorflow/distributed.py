@@ -63,17 +63,14 @@ class DataParallelTrainer(Trainer):
         self.strategy = strategy
         with strategy.scope():  # the optimizer's slots and the epoch totals become mirrored variables
             super().__init__(model, data, config)
-        replicas = strategy.num_replicas_in_sync
-        # Each row of the ragged signature is one replica's shard; an unknown row length traces the
-        # step once for every batch. Workers must trace the same number of times (each trace numbers
-        # its collectives afresh), and a [43]-long shard on one worker beside a [42]-long one on
-        # another would make only some of them retrace.
-        shards_spec = tf.RaggedTensorSpec([replicas, None], tf.int64, ragged_rank=1, row_splits_dtype=tf.int64)
-        self._step = tf.function(self._distributed_step, input_signature=[shards_spec])
+        # Replaces the single-device step. Every shard of the global batch travels in one ragged
+        # tensor whose rows may have any length, so the step is traced once. Left to trace per
+        # shape, a worker whose shard went from 43 to 42 examples would retrace while its peers
+        # did not, and its collectives, numbered afresh by each trace, would no longer pair up.
+        shards_spec = tf.RaggedTensorSpec([strategy.num_replicas_in_sync, None], tf.int64, ragged_rank=1, row_splits_dtype=tf.int64)
+        self._step = tf.function(self._distributed_step)
 
-    def _replica_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        batch_indices = shards[replica]
+    def _replica_step(self, batch_indices: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
         x, y = self.gather_batch(batch_indices)
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
@@ -84,24 +81,26 @@ class DataParallelTrainer(Trainer):
             # 42 of 128 over 3 replicas, or an empty shard. compute_average_loss left to itself
             # divides by this shard's size times the number of replicas instead, which weighs the
             # examples of a smaller shard more.
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=tf.size(shards.flat_values, tf.int64))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
         self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.float32))
         return tf.stack([loss, correct])
 
     def _distributed_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
-        per_replica = self.strategy.run(self._replica_step, args=(shards,))
+        own_shard = self.strategy.experimental_distribute_values_from_function(lambda ctx: shards[ctx.replica_id_in_sync_group])
+        global_batch_size = tf.size(shards.flat_values, tf.int64)
+        per_replica = self.strategy.run(self._replica_step, args=(own_shard, global_batch_size))
         # Summed by the engine over every replica of every worker: the global batch's mean loss and
         # its correct predictions (a float32 count, exact far beyond a batch's size).
         mean_loss, correct = tf.unstack(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
-        self.loss_sum.assign_add(mean_loss * tf.cast(tf.size(shards.flat_values), tf.float32))
+        self.loss_sum.assign_add(mean_loss * tf.cast(global_batch_size, tf.float32))
         self.correct.assign_add(tf.cast(correct, tf.int64))
         return mean_loss
 
     def step(self, global_batch_indices: np.ndarray) -> tf.Tensor:
         replicas = self.strategy.num_replicas_in_sync
         shards = [shard(global_batch_indices, replicas, rank) for rank in range(replicas)]
-        return self._step(tf.RaggedTensor.from_row_lengths(np.concatenate(shards), [len(s) for s in shards]))
+        own = shards[self.strategy.cluster_resolver.task_id]; print('shape', len(own), flush=True); return self._step(tf.ragged.constant([s if r == self.strategy.cluster_resolver.task_id else s[:0] for r, s in enumerate(shards)], dtype=tf.int64, ragged_rank=1, row_splits_dtype=tf.int64))
 
 
 def join_multi_worker(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
@@ -127,8 +126,9 @@ def save_other_local_replicas(model: keras.Model, strategy: tf.distribute.Strate
     """Write the weights every further replica of this process holds, so the harness compares the
     copies themselves (train_replica wrote the first one's, which get_weights reads)."""
     copies = {v.path: strategy.experimental_local_results(v.value) for v in model.trainable_variables}
-    for rank in range(1, len(next(iter(copies.values())))):
-        save_weights(to_canonical(model, {path: values[rank].numpy() for path, values in copies.items()}), replica_weights_path(job.out, rank))
+    for rank in range(1, len(strategy.extended.worker_devices)):
+        weights = to_canonical(model, {path: values[rank].numpy() for path, values in copies.items()})
+        save_weights(weights, replica_weights_path(job.out, rank))
 
 
 def main(argv: list[str]) -> int:
