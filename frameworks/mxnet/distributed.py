@@ -80,8 +80,9 @@ class KVStoreGroup:
     its first step, broadcasts rank 0's values under those keys; a second gluon.Trainer on the same
     dist kvstore would initialise them again, and rank 0's second initial push counts as a gradient
     that the server waits for the other workers to match, forever. train_replica makes a trainer
-    twice (first steps, then the epochs), so the process keeps one gluon.Trainer and starts each
-    DataParallelTrainer from its saved fresh optimizer state (Adam's moments and step count).
+    twice (first steps, then the epochs, with the job's config both times), so the process keeps one
+    gluon.Trainer and starts each DataParallelTrainer from its saved fresh optimizer state (Adam's
+    moments and step count).
     """
 
     def __init__(self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path):
@@ -93,9 +94,9 @@ class KVStoreGroup:
 
     def make_trainer(self, model, data, config: TrainConfig) -> DataParallelTrainer:
         if self.optimizer is None:
-            # update_on_kvstore=False: the server only sums and every context updates itself. With
-            # Gluon's default for a dist kvstore (True) the server runs the optimizer it was sent
-            # once, with that step's 1/batch_size, so the last, smaller batch is refused.
+            # update_on_kvstore=False: the kvstore only sums and each context runs the optimizer.
+            # Gluon's default for a dist kvstore (True) sends the optimizer to the server once, with
+            # the first step's 1/batch_size, then refuses the last, smaller batch (and save_states).
             self.optimizer = make_optimizer(model, config, kvstore=self.kvstore, update_on_kvstore=False)
             self.optimizer.save_states(str(self.fresh_state))  # also initialises the kvstore's keys
             self.totals_key = len(model.collect_params().keys())  # the key after the parameters' 0..n-1
@@ -176,6 +177,8 @@ def dist_sync_launch(job: ReplicaJob, job_path: Path) -> tuple[list[list[str]], 
     """tools/launch.py's local launcher: a scheduler, a server and N workers, one command, roles by DMLC_ROLE."""
     roles = {"scheduler": "scheduler", "server": "server", **{f"worker{i}": "worker" for i in range(job.replicas)}}
     # run_processes gives every process one environment, so each command sets its role with env(1).
+    # ps-lite numbers the workers itself (by address): worker<i> is the launch order, and each
+    # worker's log starts with its kvstore rank.
     commands = [["env", f"DMLC_ROLE={role}", *python_module(REPLICA_MODULE, str(job_path))] for role in roles.values()]
     env = replica_env(job.replicas)
     env.update(

@@ -63,12 +63,11 @@ class DataParallelTrainer(Trainer):
         self.strategy = strategy
         with strategy.scope():  # the optimizer's slots and the epoch totals become mirrored variables
             super().__init__(model, data, config)
-        # Replaces the single-device step. Every shard of the global batch travels in one ragged
-        # tensor whose rows may have any length, so the step is traced once. Left to trace per
-        # shape, a worker whose shard went from 43 to 42 examples would retrace while its peers
-        # did not, and its collectives, numbered afresh by each trace, would no longer pair up.
+        # Replaces the single-device step. The global batch travels as one ragged tensor, a row
+        # per replica's shard: rows of any length trace the step once for every batch and shard
+        # size (43, 42, the last batch's 30 or an empty shard), as the backend's [None] signature does.
         shards_spec = tf.RaggedTensorSpec([strategy.num_replicas_in_sync, None], tf.int64, ragged_rank=1, row_splits_dtype=tf.int64)
-        self._step = tf.function(self._distributed_step)
+        self._step = tf.function(self._distributed_step, input_signature=[shards_spec])
 
     def _replica_step(self, batch_indices: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
         x, y = self.gather_batch(batch_indices)
@@ -100,11 +99,12 @@ class DataParallelTrainer(Trainer):
     def step(self, global_batch_indices: np.ndarray) -> tf.Tensor:
         replicas = self.strategy.num_replicas_in_sync
         shards = [shard(global_batch_indices, replicas, rank) for rank in range(replicas)]
-        own = shards[self.strategy.cluster_resolver.task_id]; print('shape', len(own), flush=True); return self._step(tf.ragged.constant([s if r == self.strategy.cluster_resolver.task_id else s[:0] for r, s in enumerate(shards)], dtype=tf.int64, ragged_rank=1, row_splits_dtype=tf.int64))
+        return self._step(tf.RaggedTensor.from_row_lengths(np.concatenate(shards), [len(s) for s in shards]))
 
 
 def join_multi_worker(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
     """Join the cluster of this process's TF_CONFIG; the rank is the worker's index in it."""
+    tf.config.set_visible_devices([], "GPU")  # the strategy would otherwise take every GPU it sees
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=job.timeout)
     )
