@@ -189,13 +189,8 @@ class DataParallelTrainer(interface.Trainer):
 
 @functools.partial(nnx.jit, static_argnums=0)
 def build_on_this_process(variant: str) -> LeNet:
-    """backend.build(), but on this process's own CPU device (JAX's default device is a local one).
-
-    build() places the model on jax.devices("cpu")[0], and in a multi-process run jax.devices()
-    lists every process's devices: every process would get process 0's device, whose arrays only
-    process 0 can read. Built in one compiled call rather than one per initializer, as each
-    replica process compiles everything anew.
-    """
+    """backend.build() on this process's default (local) CPU device, in one compiled call rather than
+    one per initializer: each replica process compiles everything anew, so this shortens its start-up."""
     return LeNet(variant, nnx.Rngs(params=0, dropout=0))
 
 

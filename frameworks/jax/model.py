@@ -84,7 +84,7 @@ def version() -> str:
 
 def _gpus() -> list:
     try:
-        return jax.devices("gpu")
+        return jax.local_devices(backend="gpu")
     except RuntimeError:  # raised when no GPU platform is installed or none is visible
         return []
 
@@ -99,7 +99,8 @@ def resolve_device(device: str):
         if not gpus:
             raise DeviceUnavailable(f"device='gpu' but JAX sees no GPU; use device='cpu' or {GPU_INSTALL}")
         return gpus[0]
-    return jax.devices("cpu")[0]
+    # This process's own device: in a multi-process run jax.devices() lists every process's devices.
+    return jax.local_devices(backend="cpu")[0]
 
 
 def model_device(model: LeNet):
