@@ -214,7 +214,41 @@ def _differences_table(summary: dict) -> Table:
 
 # The report's sections in order. A new section is one function (summary -> Table, or None when the
 # summary has nothing for it) added here; Markdown and HTML both render this list.
-SECTIONS = [_frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _seed_table, _differences_table]
+def _data_parallel_table(summary: dict) -> Table | None:
+    """Per framework and N: the engine, how far N replicas land from 1, and throughput by N."""
+    runs = summary.get("data_parallel") or {}
+    if not runs:
+        return None
+    rows = []
+    for name, by_replicas in runs.items():
+        single = summary["frameworks"].get(name, {})
+        if single.get("status") == "ok":
+            rows.append([name, "1", "single process", "-", "-", "-", "-", _text(single.get("speed", {}).get("train_images_per_second"), ",.0f")])
+        for replicas, entry in by_replicas.items():
+            if entry.get("status") != "ok":
+                rows.append([name, replicas, f"failed: {(entry.get('error') or '').splitlines()[0][:120]}", "", "", "", "", ""])
+                continue
+            steps = np.abs(np.subtract(entry["step_losses"][: len(single.get("step_losses") or [])], (single.get("step_losses") or [])[: len(entry["step_losses"])]))
+            epochs = np.abs(np.subtract([e["train_loss"] for e in entry["history"]], [e["train_loss"] for e in single.get("history", [])]))
+            accuracy = abs(entry["final_test_accuracy"] - single["final_test_accuracy"]) if "final_test_accuracy" in single else None
+            rows.append([
+                name, replicas, entry["engine"], _text(steps.max() if steps.size else None, ".2g"), _text(epochs.max() if epochs.size else None, ".2g"),
+                _text(accuracy, ".4f"), _text(entry.get("replica_max_weight_difference"), ".2g"), _text(entry.get("images_per_second"), ",.0f"),
+            ])
+    return Table(
+        "Data parallel: N replicas against 1 (the same start, the same batches, each global batch split over the replicas). "
+        "Throughput is measured as it is: N replicas sharing one machine's cores get fewer threads each and add an "
+        "all-reduce per step, so without a device per replica it stays flat or falls with N.",
+        ["framework", "replicas", "engine", "max step-loss gap", "max epoch-loss gap", "final accuracy gap",
+         "max weight difference between replicas", "training images/s"],
+        rows, "dense",
+    )
+
+
+SECTIONS = [
+    _frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _seed_table, _data_parallel_table,
+    _differences_table,
+]
 
 
 def tables(summary: dict) -> list[Table]:
@@ -291,6 +325,8 @@ def plot_curves(summary: dict, path: Path) -> Path:
 
 
 def _verdict(summary: dict) -> str:
+    if summary.get("partial"):
+        return "PARTIAL (interrupted)"
     return "PASS" if passed(summary) else "FAIL"
 
 
@@ -299,7 +335,9 @@ def _recipe(summary: dict) -> str:
     return (
         f"Recipe: {config['variant']}, {config['optimizer']} lr {config['lr']}, batch {config['batch_size']}, "
         f"{config['epochs']} epochs, seeds {config['seeds']}. Environment: Python {environment['python']}, "
-        f"{environment['cpu']} ({environment['cpu_count']} cores). Wall time {summary.get('seconds', 0):.0f} s."
+        f"{environment['cpu']} ({environment['cpu_count']} cores). Data from {summary.get('data_source', '-')}. "
+        f"Wall time {summary.get('seconds', 0):.0f} s"
+        + (f", plus {summary['reused_seconds']:.0f} s of framework runs reused from an earlier run." if summary.get("reused_seconds") else ".")
     )
 
 

@@ -33,6 +33,7 @@ host's cores / workers on that host.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 import time
@@ -85,8 +86,10 @@ class KVStoreGroup:
     moments and step count).
     """
 
-    def __init__(self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path):
-        self.kvstore, self.contexts, self.shard_count = kvstore, contexts, shard_count
+    def __init__(
+        self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path, step_timeout: float
+    ):
+        self.kvstore, self.contexts, self.shard_count, self.step_timeout = kvstore, contexts, shard_count, step_timeout
         self.shard_ranks = range(first_shard, first_shard + len(contexts))
         self.fresh_state = fresh_state
         self.optimizer: mx.gluon.Trainer | None = None
@@ -120,6 +123,10 @@ class DataParallelTrainer(interface.Trainer):
 
     def step(self, global_batch_indices: np.ndarray) -> mx.np.ndarray:
         group = self.group
+        # ps-lite has no timeout: a push waits forever for a dead or hung peer. Python's watchdog,
+        # re-armed every step, ends this process with every thread's stack once a step has not
+        # finished after job.timeout, so a hang is reported within it.
+        faulthandler.dump_traceback_later(group.step_timeout, exit=True)
         shard_outputs = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
         with autograd.record():  # train mode: dropout on
             for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
@@ -206,8 +213,8 @@ def train_data_parallel(job: ReplicaJob) -> dict:
         commands, names, env = [python_module(REPLICA_MODULE, str(job_path))], ["local"], replica_env(1)
         devices = [f"{kind}({i})" for i in range(job.replicas)]
     start = time.perf_counter()
-    # ps-lite has no timeout of its own: a worker waits for a dead peer's push forever, so
-    # run_processes's job.timeout bounds the run, and it ends everyone when one process fails.
+    # A process that fails ends the others (which wait for it in a push); a hang ends in the
+    # workers' step watchdog (DataParallelTrainer.step), and run_processes bounds everything.
     run_processes(commands, env, out / "logs", job.timeout, names)
     return collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
@@ -227,7 +234,7 @@ def run_replica(job: ReplicaJob) -> None:
     model = backend.build(job.config.variant, job.config.device)
     model.collect_params().reset_ctx(contexts)  # one copy of the parameters per context
     fresh_state = Path(job.out) / f"replica{rank}_fresh_optimizer.states"
-    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state)
+    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout)
     train_replica(backend, job, rank, model, group.make_trainer)
     # The local engine's contexts are its replicas: the harness compares their copies with context 0's.
     for shard_rank, context in enumerate(contexts[1:], first_shard + 1):
