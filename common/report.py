@@ -107,6 +107,18 @@ DIFFERENCES = [
         },
     ),
     (
+        "Data-parallel reduction",
+        "A global batch split unevenly over N replicas (128 over 3) needs each replica's loss SUM over the global batch size: "
+        "averaging per-replica means weighs small shards' examples more. DDP averages gradients (so x N), tf.distribute and "
+        "kvstores sum them, JAX pads shards to equal size and masks the padding.",
+        {
+            "pytorch": "frameworks/pytorch/distributed.py::DataParallelTrainer.step",
+            "tensorflow": "frameworks/tensorflow/distributed.py::DataParallelTrainer._replica_step",
+            "jax": "frameworks/jax/distributed.py::_global_mean_loss",
+            "mxnet": "frameworks/mxnet/distributed.py::DataParallelTrainer.step",
+        },
+    ),
+    (
         "Scaling by 255",
         "TensorFlow's graph optimizer turns x / 255 into x * (1/255), one ulp off for half the pixel values; a lookup "
         "table keeps inputs bit-identical to the other frameworks.",
