@@ -6,7 +6,7 @@ how close the frameworks are, not only whether they are close enough.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -103,6 +103,20 @@ def cross_eval_checks(matrix: dict[str, dict[str, float]]) -> list[dict]:
     return checks
 
 
+def replica_gaps(result: dict, single: dict) -> dict[str, float | None]:
+    """How far an N-replica run lands from the 1-replica run: the largest step-loss and epoch-loss
+    differences and the final-accuracy difference (None where either run lacks the numbers)."""
+    steps = min(len(result.get("step_losses") or []), len(single.get("step_losses") or []))
+    epochs = min(len(result.get("history") or []), len(single.get("history") or []))
+    step_gap = np.max(np.abs(np.subtract(result["step_losses"][:steps], single["step_losses"][:steps]))) if steps else None
+    epoch_gap = (
+        np.max(np.abs(np.subtract([e["train_loss"] for e in result["history"][:epochs]], [e["train_loss"] for e in single["history"][:epochs]])))
+        if epochs else None
+    )
+    accuracy_gap = abs(result["final_test_accuracy"] - single["final_test_accuracy"]) if "final_test_accuracy" in single else None
+    return dict(steps=steps, step_loss=step_gap, epoch_loss=epoch_gap, final_accuracy=accuracy_gap)
+
+
 def replica_checks(name: str, replicas: int, result: dict, single: dict, deterministic: bool) -> list[dict]:
     """One framework trained on N replicas against its own 1-replica run, and its replicas against each other."""
     label = f"{name}, {replicas} replicas vs 1"
@@ -114,14 +128,11 @@ def replica_checks(name: str, replicas: int, result: dict, single: dict, determi
     ]
     if not deterministic:
         return checks
-    if result["step_losses"] and single["step_losses"]:
-        steps = min(len(result["step_losses"]), len(single["step_losses"]))
-        gap = np.max(np.abs(np.subtract(result["step_losses"][:steps], single["step_losses"][:steps])))
-        checks.append(check(f"first {steps} step losses agree, {replicas} replicas vs 1", [name], gap, STEP_LOSS_TOL, label))
-    epochs = np.abs(np.subtract([e["train_loss"] for e in result["history"]], [e["train_loss"] for e in single["history"]]))
-    checks.append(check(f"per-epoch training losses agree, {replicas} replicas vs 1", [name], np.max(epochs), EPOCH_LOSS_TOL, label))
-    gap = abs(result["final_test_accuracy"] - single["final_test_accuracy"])
-    checks.append(check(f"final test accuracies agree, {replicas} replicas vs 1", [name], gap, ACCURACY_SPREAD_TOL, label))
+    gaps = replica_gaps(result, single)
+    if gaps["step_loss"] is not None:
+        checks.append(check(f"first {gaps['steps']} step losses agree, {replicas} replicas vs 1", [name], gaps["step_loss"], STEP_LOSS_TOL, label))
+    checks.append(check(f"per-epoch training losses agree, {replicas} replicas vs 1", [name], gaps["epoch_loss"], EPOCH_LOSS_TOL, label))
+    checks.append(check(f"final test accuracies agree, {replicas} replicas vs 1", [name], gaps["final_accuracy"], ACCURACY_SPREAD_TOL, label))
     return checks
 
 

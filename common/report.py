@@ -14,8 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from common import spec
-from common.parity import passed
 from common.files import atomic_write, write_text
+from common.parity import passed, replica_gaps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,17 +235,17 @@ def _data_parallel_table(summary: dict) -> Table | None:
     for name, by_replicas in runs.items():
         single = summary["frameworks"].get(name, {})
         if single.get("status") == "ok":
-            rows.append([name, "1", "single process", "-", "-", "-", "-", _text(single.get("speed", {}).get("train_images_per_second"), ",.0f")])
+            speed = (single.get("speed") or {}).get("train_images_per_second")
+            rows.append([name, "1", "single process", "-", "-", "-", "-", _text(speed, ",.0f")])
         for replicas, entry in by_replicas.items():
             if entry.get("status") != "ok":
                 rows.append([name, replicas, f"failed: {(entry.get('error') or '').splitlines()[0][:120]}", "", "", "", "", ""])
                 continue
-            steps = np.abs(np.subtract(entry["step_losses"][: len(single.get("step_losses") or [])], (single.get("step_losses") or [])[: len(entry["step_losses"])]))
-            epochs = np.abs(np.subtract([e["train_loss"] for e in entry["history"]], [e["train_loss"] for e in single.get("history", [])]))
-            accuracy = abs(entry["final_test_accuracy"] - single["final_test_accuracy"]) if "final_test_accuracy" in single else None
+            gaps = replica_gaps(entry, single)
             rows.append([
-                name, replicas, entry["engine"], _text(steps.max() if steps.size else None, ".2g"), _text(epochs.max() if epochs.size else None, ".2g"),
-                _text(accuracy, ".4f"), _text(entry.get("replica_max_weight_difference"), ".2g"), _text(entry.get("images_per_second"), ",.0f"),
+                name, replicas, entry["engine"], _text(gaps["step_loss"], ".2g"), _text(gaps["epoch_loss"], ".2g"),
+                _text(gaps["final_accuracy"], ".4f"), _text(entry.get("replica_max_weight_difference"), ".2g"),
+                _text(entry.get("images_per_second"), ",.0f"),
             ])
     return Table(
         "Data parallel: N replicas against 1 (the same start, the same batches, each global batch split over the replicas). "
@@ -402,7 +402,8 @@ def html_page(summary: dict, png: bytes) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 parity report</title><style>{STYLE}</style></head><body>",
         f"<h1>LeNet-5 parity report: <span class='{verdict.lower()}'>{verdict}</span></h1>",
         f"<p>{html.escape(_recipe(summary))}</p>",
-        f"<img id='curves' alt='loss deviations from the mean over frameworks (log scale) and test accuracy per epoch' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
+        "<img id='curves' alt='loss deviations from the mean over frameworks (log scale) and test accuracy per epoch' "
+        f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
     ]
     for table in tables(summary):
         css = f" class='{table.css_class}'" if table.css_class else ""

@@ -5,9 +5,9 @@ Shapes are per example in canonical C,H,W order, whatever layout a framework use
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 VARIANTS = ("classic", "modern")
 INPUT_SHAPE = (1, 28, 28)

@@ -22,7 +22,7 @@ def pytest_sessionstart(session):
         try:
             get_backend(REQUIRED_BACKEND)
         except BackendUnavailable as err:
-            raise pytest.UsageError(f"the {REQUIRED_BACKEND} env must be able to import its framework: {err}")
+            raise pytest.UsageError(f"the {REQUIRED_BACKEND} env must be able to import its framework: {err}") from err
 
 
 @pytest.fixture(scope="session", params=ALL_BACKENDS)

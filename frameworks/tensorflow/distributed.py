@@ -36,8 +36,17 @@ import numpy as np
 import tensorflow as tf
 
 from common.data_parallel import (
-    LOOPBACK, ReplicaJob, collect, free_port, python_module, replica_weights_path, run_processes, shard,
-    threads_per_replica, thread_env, train_replica,
+    LOOPBACK,
+    ReplicaJob,
+    collect,
+    free_port,
+    python_module,
+    replica_weights_path,
+    run_processes,
+    shard,
+    thread_env,
+    threads_per_replica,
+    train_replica,
 )
 from common.interface import TrainConfig
 from common.weights import save_weights
