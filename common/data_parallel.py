@@ -109,6 +109,9 @@ class ReplicaJob:
     train_subset: int | None = None
     test_subset: int | None = None
     timeout: float = COLLECTIVE_TIMEOUT_S
+    # Pitfalls only (compare.py --pitfalls): each replica takes its shard's MEAN loss and the engine
+    # averages those, the naive reduction, to measure what it costs with unequal shards.
+    mean_of_shard_means: bool = False
 
     def save(self, path: Path) -> Path:
         return write_json(path, {**asdict(self), "config": self.config.to_dict()})

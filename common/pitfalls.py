@@ -1,0 +1,96 @@
+"""What each framework difference costs when it is mishandled: the shared part of the measurements.
+
+Each backend's pitfalls.py makes the mistakes a user of its framework would make, for real, and
+measures each against the correct run from the same start. This module holds what they share:
+the context they run in, the record every measurement produces, and small measuring helpers.
+The harness runs them with `compare.py --pitfalls` (worker phase "pitfalls") and the report's
+section "If you get it wrong" shows them beside the differences table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from common import reference
+from common.data import FashionMNIST, scale_images
+from common.interface import TrainConfig
+from common.training import TrainingDiverged, fit, step_losses
+from common.weights import Weights
+
+PROBE_SIZE = 64  # the probe batch (the first test images), as in the parity checks
+NOT_MEASURED = "not measured"
+
+
+@dataclass(frozen=True)
+class PitfallContext:
+    """What a backend's measure() gets.
+
+    config is the comparison's recipe (classic, SGD lr 0.1, batch 128, its epochs and seed) and
+    initial its canonical starting weights. When this framework's comparison run finished,
+    correct_history is that run's history (the correct run the initializer and loss pitfalls are
+    set against, trained on the same data for config.epochs) and trained its canonical trained
+    weights (which the flatten and kernel pitfalls score); else both are None and a pitfall trains
+    its own correct run. short_epochs is for effects that show at once (divergence, shuffling).
+    """
+
+    data: FashionMNIST
+    config: TrainConfig
+    initial: Weights
+    trained: Weights | None = None
+    correct_history: list[dict] | None = None
+    short_epochs: int = 1
+    adam_steps: int = 50
+
+    @property
+    def probe_x(self) -> np.ndarray:
+        return scale_images(self.data.test_images[:PROBE_SIZE])
+
+    @property
+    def probe_y(self) -> np.ndarray:
+        return self.data.test_labels[:PROBE_SIZE]
+
+    @property
+    def test_x(self) -> np.ndarray:
+        return scale_images(self.data.test_images)
+
+    def recipe(self, **changes) -> TrainConfig:
+        """The comparison's recipe with changes, e.g. recipe(epochs=ctx.short_epochs)."""
+        return replace(self.config, **changes)
+
+
+def record(difference: str, mistake: str, framework: str, metric: str, correct, mistaken, test: str) -> dict:
+    """One row of "If you get it wrong": the mistake as one line of code, and its measured effect
+    beside the correct run's number. correct and mistaken are numbers, or text (an error raised)."""
+    return dict(difference=difference, mistake=mistake, framework=framework, metric=metric, correct=correct, mistaken=mistaken, test=test)
+
+
+def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray, variant: str = "classic") -> float:
+    """Largest difference between a framework's logits and the float64 oracle's for the same weights."""
+    return float(np.max(np.abs(np.asarray(logits, np.float64) - reference.forward(weights, x, variant))))
+
+
+def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(logits).argmax(axis=1) == np.asarray(labels)))
+
+
+def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
+    """Train with the common loop and return the final test accuracy, or "diverged (...)" when the
+    loss leaves the rails (a mistake's effect is then the divergence itself)."""
+    try:
+        return fit(trainer, evaluate, data, config)[-1]["test_accuracy"]
+    except TrainingDiverged as err:
+        return f"diverged: {err}"
+
+
+def step_loss_gap(correct_trainer, mistaken_trainer, data: FashionMNIST, config: TrainConfig, steps: int) -> tuple[list[float], list[float], float]:
+    """The first `steps` losses of two trainers on the common batch order, and their largest gap."""
+    correct = step_losses(correct_trainer, data, config, steps)
+    mistaken = step_losses(mistaken_trainer, data, config, steps)
+    return correct, mistaken, float(np.max(np.abs(np.subtract(correct, mistaken))))
+
+
+def spread(values) -> float:
+    values = [float(v) for v in values]
+    return max(values) - min(values)
