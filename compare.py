@@ -5,6 +5,7 @@
     python compare.py --variant modern --optimizer adam --seed 0 1 2
     python compare.py --replicas 2 3   # also train data-parallel on 2 and 3 replicas, against 1
     python compare.py --frameworks numpy pytorch   # the float64 NumPy oracle as a column of its own
+    python compare.py --pitfalls       # also measure what each mishandled difference costs
 
 Writes summary.json, report.md, curves.png and report.html under --out; exits non-zero when a
 framework fails or a parity check does not hold (130 when interrupted, with partial results kept).
@@ -45,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_training_options(parser, multiple_seeds=True)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     parser.add_argument("--replicas", type=positive_int, nargs="+", default=[], help="data-parallel runs on N replicas (N >= 2)")
+    parser.add_argument("--pitfalls", action="store_true", help="also make each mistake a user would make and measure its cost")
     parser.add_argument("--python", type=python_override, action="append", default=[], metavar="FRAMEWORK=PATH",
                         help="run a framework with this interpreter instead of its tox env's")
     parser.add_argument("--out", type=Path, default=None, help="default: results/<timestamp>/")
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             frameworks=args.frameworks, config=config_from_args(args, seed=args.seed[0], device=args.device), seeds=args.seed,
             out=check_output_dir(args.out), train_subset=args.train_subset, test_subset=args.test_subset,
             data_dir=args.data_dir, force=args.force, replicas=args.replicas, pythons=dict(args.python),
+            pitfalls=args.pitfalls,
         )
         summary = run_comparison(options)
     except USER_ERRORS as err:

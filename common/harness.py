@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common import parity, protocol
+from common import parity, pitfalls, protocol
 from common.data import load_fashion_mnist, scale_images
 from common.files import atomic_write, folder_lock, write_json
 from common.interface import TrainConfig
@@ -46,6 +46,7 @@ class Options:
     steps: int = 50  # first SGD steps compared step by step
     replicas: list[int] = field(default_factory=list)  # data-parallel runs, each against the 1-replica run
     pythons: dict[str, str] = field(default_factory=dict)  # framework -> interpreter, instead of its tox env's
+    pitfalls: bool = False  # also measure what each mishandled difference costs (frameworks/<name>/pitfalls.py)
 
 
 def interpreter(framework: str, pythons: dict[str, str] | None = None) -> str:
@@ -241,6 +242,15 @@ def replicas_label(name: str, replicas: int) -> str:
     return f"{name} x{replicas} replicas"
 
 
+def pitfalls_label(name: str) -> str:
+    return f"{name} pitfalls"
+
+
+def with_pitfalls(frameworks: list[str]) -> list[str]:
+    """The frameworks that have mistakes to measure (the numpy oracle has no framework to mishandle)."""
+    return [name for name in frameworks if (REPO / "frameworks" / name / "pitfalls.py").exists()]
+
+
 def run_all_phases(options: Options, comparison: Comparison, probe_path: str) -> None:
     out, first = Path(options.out), options.seeds[0]
     shared = dict(data_dir=options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
@@ -275,6 +285,16 @@ def run_all_phases(options: Options, comparison: Comparison, probe_path: str) ->
                 out=str(out / name / f"seed{first}"), weights=trained, **shared,
             )
             comparison.run(f"{name} cross-eval", job)
+    if options.pitfalls:
+        for name in with_pitfalls(options.frameworks):
+            run = comparison.results[run_label(name, first)]
+            finished = run["status"] == "ok"
+            job = Job(
+                phase="pitfalls", framework=name, config=replace(options.config, seed=first), out=str(out / name / "pitfalls"),
+                initial_weights=initial[first], steps=options.steps, weights={"trained": trained[name]} if finished else {},
+                history=run["history"] if finished else None, **shared,
+            )
+            comparison.run(pitfalls_label(name), job)
 
 
 def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out: Path) -> dict:
@@ -330,6 +350,14 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
             {name: [r["final_test_accuracy"] for r in runs[name].values()] for name in runs if frameworks[name]["status"] == "ok"}
         )
         checks += parity.seed_overlap_check(stats)
+    records, pitfall_runs = [], {}
+    if options.pitfalls:
+        for name in with_pitfalls(options.frameworks):
+            result = results.get(pitfalls_label(name), not_run)
+            pitfall_runs[name] = dict(status=result["status"], error=result.get("error"), seconds=result.get("seconds"))
+            records += result.get("pitfalls", [])
+        across = pitfalls.batch_order_spread(records)
+        records = [{key: value for key, value in r.items() if key != "curves"} for r in records] + ([across] if across else [])
     return dict(
         config=dict(options.config.to_dict(), seeds=options.seeds, train_subset=options.train_subset, test_subset=options.test_subset),
         environment=environment({name: by_seed[first] for name, by_seed in runs.items()}),
@@ -338,6 +366,8 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
         cross_eval=matrix,
         seed_statistics=stats,
         data_parallel=data_parallel,
+        pitfalls=records,
+        pitfall_runs=pitfall_runs,
     )
 
 

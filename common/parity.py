@@ -137,10 +137,12 @@ def replica_checks(name: str, replicas: int, result: dict, single: dict, determi
 
 
 def passed(summary: dict) -> bool:
-    """A comparison's verdict: it ran to the end, every framework and data-parallel run finished, every check held."""
-    runs = list(summary["frameworks"].values()) + [
-        entry for by_replicas in summary.get("data_parallel", {}).values() for entry in by_replicas.values()
-    ]
+    """A comparison's verdict: it ran to the end, every framework, data-parallel and pitfalls run finished, every check held."""
+    runs = (
+        list(summary["frameworks"].values())
+        + [entry for by_replicas in summary.get("data_parallel", {}).values() for entry in by_replicas.values()]
+        + list(summary.get("pitfall_runs", {}).values())
+    )
     return not summary.get("partial") and all(r["status"] == "ok" for r in runs) and all(c["ok"] for c in summary["parity"])
 
 

@@ -41,7 +41,7 @@ class PitfallContext:
     trained: Weights | None = None
     correct_history: list[dict] | None = None
     short_epochs: int = 1
-    adam_steps: int = 50
+    adam_steps: int = 50  # how many first steps a step-by-step comparison (Adam's eps) covers
 
     @property
     def probe_x(self) -> np.ndarray:
@@ -94,3 +94,26 @@ def step_loss_gap(correct_trainer, mistaken_trainer, data: FashionMNIST, config:
 def spread(values) -> float:
     values = [float(v) for v in values]
     return max(values) - min(values)
+
+
+def batch_order_spread(records: list[dict]) -> dict | None:
+    """The cross-framework row for "Batch order", from every framework's short runs.
+
+    Each framework trained with the common batch order, with its own shuffling, and with the
+    common order of the next seed. With the common order the frameworks agree to float32 noise;
+    with their own shuffling they differ by as much as two seeds of one framework do.
+    """
+    curves = {r["framework"]: r["curves"] for r in records if r["difference"] == "Batch order" and r.get("curves")}
+    if len(curves) < 2:
+        return None
+    epochs = min(len(c[kind]) for c in curves.values() for kind in ("common", "own", "other_seed"))
+
+    def largest_spread(kind: str) -> float:
+        return max(spread(c[kind][epoch] for c in curves.values()) for epoch in range(epochs))
+
+    seed_to_seed = max(abs(c["common"][e] - c["other_seed"][e]) for c in curves.values() for e in range(epochs))
+    return record(
+        "Batch order", "every framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon)",
+        ", ".join(curves), f"largest per-epoch training-loss spread across frameworks (two seeds of one framework: {seed_to_seed:.3g})",
+        largest_spread("common"), largest_spread("own"), "tests/test_training_loop.py::test_fit_follows_the_batch_order_and_records_every_key",
+    )

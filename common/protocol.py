@@ -16,7 +16,8 @@ from common.interface import TrainConfig
 
 # run: build, probe, train from the shared initial weights. crosseval: score every framework's
 # trained weights. data_parallel: train on N replicas with the framework's own engine.
-PHASES = ("run", "crosseval", "data_parallel")
+# pitfalls: make each mistake a user would make and measure what it costs.
+PHASES = ("run", "crosseval", "data_parallel", "pitfalls")
 
 PROBE_RESULTS = "probe_results.npz"  # round-tripped weights, probe logits and gradients
 TRAINED_WEIGHTS = "trained_weights.npz"
@@ -51,8 +52,9 @@ class Job:
     test_subset: int | None = None
     probe: str | None = None  # run: the fixed probe batch (.npz with x and y)
     initial_weights: str | None = None  # run, data_parallel
-    steps: int = 0  # run, data_parallel: first steps whose losses are compared one by one
-    weights: dict[str, str] = field(default_factory=dict)  # crosseval: source name -> trained weights
+    steps: int = 0  # run, data_parallel, pitfalls: first steps whose losses are compared one by one
+    weights: dict[str, str] = field(default_factory=dict)  # crosseval: source name -> trained weights; pitfalls: "trained"
+    history: list[dict] | None = None  # pitfalls: this framework's comparison run, the correct run to compare with
     replicas: int = 1  # data_parallel
     engine: str | None = None  # data_parallel: None for the framework's default engine
 

@@ -96,6 +96,23 @@ DIFFERENCES = [
         {"mxnet": "frameworks/mxnet/train.py::Trainer.step"},
     ),
     (
+        "Batch order",
+        "Each framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon's DataLoader): the same "
+        "seed gives other batches, so curves differ as much as two seeds do. All frameworks follow one common order.",
+        {name: "common/data.py::batch_order" for name in ("pytorch", "tensorflow", "jax", "mxnet")},
+    ),
+    (
+        "Dropout at evaluation",
+        "Dropout must be off when evaluating, and each framework switches it differently: model.eval(), training=False, "
+        "deterministic=True, or Gluon's predict mode outside autograd.record().",
+        {
+            "pytorch": "frameworks/pytorch/train.py::_logits (model.eval())",
+            "tensorflow": "frameworks/tensorflow/train.py::_logits (training=False)",
+            "jax": "frameworks/jax/model.py::_LAYERS (nnx.Dropout(deterministic=True))",
+            "mxnet": "frameworks/mxnet/train.py::forward (predict mode)",
+        },
+    ),
+    (
         "Float32 on GPUs (TF32)",
         "On Ampere and newer GPUs, cuDNN and cuBLAS run float32 convolutions and matmuls in TF32 (10 mantissa bits, "
         "about 1e-3 relative error) unless told not to; each framework is set to true float32, or parity at 1e-5 fails there.",
@@ -215,12 +232,36 @@ def _seed_table(summary: dict) -> Table | None:
     return Table("Final test accuracy over seeds", ["framework", "mean", "sd", "seeds"], rows)
 
 
-def _differences_table(summary: dict) -> Table:
-    frameworks = summary["frameworks"]
+def _measured(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value).splitlines()[0][:160]
+
+
+def _costs_table(summary: dict) -> Table:
+    """"If you get it wrong": each difference, why it changes numbers, where the code handles it, and,
+    with --pitfalls, what the mistake costs, measured for real beside the correct run, and the test that guards it."""
+    records = summary.get("pitfalls") or []
+    measured = bool(records)
+    rows = []
+    for title, why, where in DIFFERENCES:
+        shown = [r for r in records if r["difference"] == title]
+        for name, location in where.items():
+            mine = [r for r in shown if r["framework"] == name] or [None]
+            for found in mine:
+                cost = (
+                    f"{found['metric']}: {_measured(found['correct'])} correct, {_measured(found['mistaken'])} mistaken"
+                    if found else ("not measured in this framework" if measured else "run compare.py --pitfalls")
+                )
+                rows.append([title, why, name, location, found["mistake"] if found else "-", cost, found["test"] if found else "-"])
+                title, why = "", ""  # said once per difference
+        for found in (r for r in shown if r["framework"] not in where):  # rows across frameworks (batch order)
+            cost = f"{found['metric']}: {_measured(found['correct'])} correct, {_measured(found['mistaken'])} mistaken"
+            rows.append(["", "", found["framework"], "-", found["mistake"], cost, found["test"]])
     return Table(
-        "Framework differences the code handles", ["difference", "why", *frameworks],
-        [[title, why, *(where.get(n, "-") for n in frameworks)] for title, why, where in DIFFERENCES],
-        css_class="dense",
+        "If you get it wrong: each framework difference, where the code handles it, and what mishandling it costs",
+        ["difference", "why it changes numbers", "framework", "where it is handled", "the mistake", "what it costs (measured)", "test"],
+        rows, "dense",
     )
 
 
@@ -259,7 +300,7 @@ def _data_parallel_table(summary: dict) -> Table | None:
 
 SECTIONS = [
     _frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _seed_table, _data_parallel_table,
-    _differences_table,
+    _costs_table,
 ]
 
 

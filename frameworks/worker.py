@@ -6,7 +6,9 @@ worker wrote and runs the parity checks. The job, the events and the files are c
 Phases: "run" builds, probes (shapes, weight round trip, forward, gradients, first steps),
 trains from the shared initial weights and saves the trained weights; "crosseval" loads every
 framework's trained weights and measures test accuracy with this framework; "data_parallel"
-trains on N replicas with the framework's own engine (frameworks/<name>/distributed.py).
+trains on N replicas with the framework's own engine (frameworks/<name>/distributed.py);
+"pitfalls" makes each mistake a user of the framework would make and measures what it costs
+(frameworks/<name>/pitfalls.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from common import protocol
 from common.data import load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
+from common.pitfalls import PitfallContext
 from common.files import atomic_write, write_json
 from common.protocol import Job
 from common.training import step_losses
@@ -113,7 +116,20 @@ def data_parallel_phase(backend, job: Job) -> dict:
     return distributed.train_data_parallel(replica_job)
 
 
-PHASE_FUNCTIONS = {"run": run_phase, "crosseval": crosseval_phase, "data_parallel": data_parallel_phase}
+def pitfalls_phase(backend, job: Job) -> dict:
+    """The mistakes, measured against this framework's own comparison run when it finished."""
+    pitfalls = importlib.import_module(f"frameworks.{backend.name}.pitfalls")
+    data = load_fashion_mnist(job.data_dir, train_subset=job.train_subset, test_subset=job.test_subset)
+    trained = job.weights.get("trained")
+    context = PitfallContext(
+        data=data, config=job.config, initial=load_weights(job.initial_weights),
+        trained=load_weights(trained) if trained else None, correct_history=job.history, adam_steps=job.steps,
+    )
+    emit(event="start", epochs=1)
+    return dict(pitfalls=pitfalls.measure(context))
+
+
+PHASE_FUNCTIONS = {"run": run_phase, "crosseval": crosseval_phase, "data_parallel": data_parallel_phase, "pitfalls": pitfalls_phase}
 
 
 def main(argv: list[str]) -> int:
