@@ -26,13 +26,17 @@ def _conv_forward(x, w, b, padding):
     return np.einsum("nchwij,ocij->nohw", patches, w, optimize=True) + b[:, None, None], patches
 
 
-def _conv_backward(dout, patches, w, padding):
+def _conv_backward(dout, patches, w, padding, input_grad=True):
+    # tensordot, not einsum: these contractions run as one matrix product each (BLAS), where
+    # einsum's path over six-axis strided views loops in NumPy, seconds per call.
     k = w.shape[-1]
-    dw = np.einsum("nchwij,nohw->ocij", patches, dout, optimize=True)
+    dw = np.tensordot(dout, patches, axes=([0, 2, 3], [0, 2, 3]))  # (O, C, k, k)
     db = dout.sum(axis=(0, 2, 3))
+    if not input_grad:  # the first layer's input is the image: nothing upstream needs its gradient
+        return None, dw, db
     # The input gradient is a full convolution of dout with the kernel flipped in H and W.
     dout_padded = np.pad(dout, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
-    dxp = np.einsum("nohwij,ocij->nchw", _windows(dout_padded, k), w[:, :, ::-1, ::-1], optimize=True)
+    dxp = np.tensordot(_windows(dout_padded, k), w[:, :, ::-1, ::-1], axes=([1, 4, 5], [0, 2, 3])).transpose(0, 3, 1, 2)
     h, wd = dxp.shape[2] - 2 * padding, dxp.shape[3] - 2 * padding
     return dxp[:, :, padding : padding + h, padding : padding + wd], dw, db
 
@@ -123,10 +127,11 @@ def forward_backward(weights: Weights, x, labels, variant: str = "classic", drop
     grad[np.arange(n), labels] -= 1.0
     grad /= n
     grads = {}
+    first = tape[0][0]
     for layer, saved in reversed(tape):
         h = layer.hyper
         if layer.kind == "conv":
-            grad, dw, db = _conv_backward(grad, saved, w[f"{layer.name}.weight"], h["padding"])
+            grad, dw, db = _conv_backward(grad, saved, w[f"{layer.name}.weight"], h["padding"], input_grad=layer is not first)
             grads[f"{layer.name}.weight"], grads[f"{layer.name}.bias"] = dw, db
         elif layer.kind == "dense":
             grads[f"{layer.name}.weight"] = grad.T @ saved
