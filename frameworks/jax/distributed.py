@@ -47,20 +47,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import frameworks.jax as backend
-from common import interface
-from common.data_parallel import (
-    LOOPBACK,
-    ReplicaJob,
-    collect,
-    free_port,
-    python_module,
-    replica_weights_path,
-    run_processes,
-    shard,
-    thread_env,
-    threads_per_replica,
-    train_replica,
-)
+from common import data_parallel, interface
 from common.weights import Weights, save_weights
 from frameworks.jax.convert import to_canonical
 from frameworks.jax.model import LeNet
@@ -158,7 +145,7 @@ class DataParallelTrainer(interface.Trainer):
         indices = np.zeros((len(self.local_ranks), slots), np.int32)
         weight = np.zeros((len(self.local_ranks), slots), np.float32)
         for row, rank in enumerate(self.local_ranks):
-            mine = shard(batch_indices, self.replicas, rank)  # may be empty: then all padding
+            mine = data_parallel.shard(batch_indices, self.replicas, rank)  # may be empty: then all padding
             indices[row, : len(mine)] = mine
             weight[row, : len(mine)] = 1
         global_shape = (slots * self.replicas,)
@@ -214,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coordinator", help="HOST:PORT of process 0 (multi_process engine)")
     parser.add_argument("--process-id", type=int, default=0, help="this process's rank, 0 .. replicas-1 (multi_process engine)")
     args = parser.parse_args(argv)
-    job = ReplicaJob.load(args.job)
+    job = data_parallel.ReplicaJob.load(args.job)
     if job.engine not in ENGINES:
         parser.error(f"unknown engine {job.engine!r} in {args.job}; choose from {', '.join(ENGINES)}")
     if job.engine == "multi_process":
@@ -233,21 +220,21 @@ def main(argv: list[str] | None = None) -> int:
         trainers.append(DataParallelTrainer(model, data, config, mesh))
         return trainers[-1]
 
-    train_replica(backend, job, jax.process_index(), build_on_this_process(job.config.variant), make_trainer)
+    data_parallel.train_replica(backend, job, jax.process_index(), build_on_this_process(job.config.variant), make_trainer)
     if job.engine == "virtual_devices":
         # train_replica wrote device 0's copy; the other virtual devices' copies go beside it, so
         # the launcher checks that every device holds the same weights.
         for rank, device in list(enumerate(mesh.devices.flat))[1:]:
-            save_weights(trainers[-1].device_weights(device), replica_weights_path(job.out, rank))
+            save_weights(trainers[-1].device_weights(device), data_parallel.replica_weights_path(job.out, rank))
     return 0
 
 
 def _replica_env(processes: int, devices_per_process: int) -> dict[str, str]:
     """The launched processes' environment; read when JAX loads, so set before it does."""
-    threads = threads_per_replica(processes)
+    threads = data_parallel.threads_per_replica(processes)
     return {
         **os.environ,
-        **thread_env(processes),
+        **data_parallel.thread_env(processes),
         "NPROC": str(threads),  # the size of XLA's CPU thread pool (default: every core)
         "JAX_PLATFORMS": "cpu",  # both engines run on CPU devices, also where a GPU is visible
         "JAX_NUM_CPU_DEVICES": str(devices_per_process),
@@ -255,7 +242,7 @@ def _replica_env(processes: int, devices_per_process: int) -> dict[str, str]:
     }
 
 
-def train_data_parallel(job: ReplicaJob) -> dict:
+def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch job.replicas replicas with job.engine, wait at most job.timeout, and collect their results."""
     if job.engine not in ENGINES:
         raise ValueError(f"unknown JAX data-parallel engine {job.engine!r}; choose from {', '.join(ENGINES)}")
@@ -264,21 +251,21 @@ def train_data_parallel(job: ReplicaJob) -> dict:
     out = Path(job.out)
     job_path = str(job.save(out / "replica-job.json"))
     if job.engine == "multi_process":
-        coordinator = f"{LOOPBACK}:{free_port()}"
+        coordinator = f"{data_parallel.LOOPBACK}:{data_parallel.free_port()}"
         names = [f"replica{rank}" for rank in range(job.replicas)]
         commands = [
-            python_module(MODULE, job_path, "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)
+            data_parallel.python_module(MODULE, job_path, "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)
         ]
         env = _replica_env(processes=job.replicas, devices_per_process=1)
         devices = [f"cpu of process {rank}" for rank in range(job.replicas)]
     else:
         names = ["virtual-devices"]
-        commands = [python_module(MODULE, job_path)]
+        commands = [data_parallel.python_module(MODULE, job_path)]
         env = _replica_env(processes=1, devices_per_process=job.replicas)
         devices = [f"virtual cpu {rank} of process 0" for rank in range(job.replicas)]
     start = time.perf_counter()
-    run_processes(commands, env, out / "logs", job.timeout, names)
-    return collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names)
+    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 
 if __name__ == "__main__":

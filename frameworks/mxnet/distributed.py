@@ -44,19 +44,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from common import interface
-from common.data_parallel import (
-    LOOPBACK,
-    ReplicaJob,
-    collect,
-    free_port,
-    python_module,
-    replica_weights_path,
-    run_processes,
-    shard,
-    thread_env,
-    train_replica,
-)
+from common import data_parallel, interface
 from common.interface import TrainConfig
 from common.weights import Weights, save_weights
 from frameworks import mxnet as backend
@@ -130,7 +118,7 @@ class DataParallelTrainer(interface.Trainer):
         shard_outputs = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
         with autograd.record():  # train mode: dropout on
             for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
-                indices, weight = shard(global_batch_indices, group.shard_count, shard_rank), 1.0
+                indices, weight = data_parallel.shard(global_batch_indices, group.shard_count, shard_rank), 1.0
                 if len(indices) == 0:
                     # MXNet's arrays cannot have a zero-length axis (0 means "unknown" in its shapes),
                     # yet an empty shard must still push gradients, as dist_sync waits for every
@@ -173,32 +161,32 @@ def replica_env(compute_processes: int) -> dict[str, str]:
     this module runs, so a replica cannot set them itself.
     """
     env = {name: value for name, value in os.environ.items() if not name.startswith("DMLC_")}
-    threads = thread_env(compute_processes)
+    threads = data_parallel.thread_env(compute_processes)
     # MXNet's own pool: the threaded engine's operator threads (the suite's NaiveEngine has none).
     env.update(threads, MXNET_CPU_WORKER_NTHREADS=threads["OMP_NUM_THREADS"])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return env
 
 
-def dist_sync_launch(job: ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], dict[str, str]]:
+def dist_sync_launch(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], dict[str, str]]:
     """tools/launch.py's local launcher: a scheduler, a server and N workers, one command, roles by DMLC_ROLE."""
     roles = {"scheduler": "scheduler", "server": "server", **{f"worker{i}": "worker" for i in range(job.replicas)}}
     # run_processes gives every process one environment, so each command sets its role with env(1).
     # ps-lite numbers the workers itself (by address): worker<i> is the launch order, and each
     # worker's log starts with its kvstore rank.
-    commands = [["env", f"DMLC_ROLE={role}", *python_module(REPLICA_MODULE, str(job_path))] for role in roles.values()]
+    commands = [["env", f"DMLC_ROLE={role}", *data_parallel.python_module(REPLICA_MODULE, str(job_path))] for role in roles.values()]
     env = replica_env(job.replicas)
     env.update(
-        DMLC_PS_ROOT_URI=LOOPBACK, DMLC_PS_ROOT_PORT=str(free_port()), DMLC_NUM_SERVER="1",
+        DMLC_PS_ROOT_URI=data_parallel.LOOPBACK, DMLC_PS_ROOT_PORT=str(data_parallel.free_port()), DMLC_NUM_SERVER="1",
         DMLC_NUM_WORKER=str(job.replicas),
         # Each node listens on, and tells the others, this address; without it ps-lite takes the
         # first non-loopback interface's.
-        DMLC_NODE_HOST=LOOPBACK,
+        DMLC_NODE_HOST=data_parallel.LOOPBACK,
     )
     return commands, list(roles), env
 
 
-def train_data_parallel(job: ReplicaJob) -> dict:
+def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
     if job.engine not in ENGINES:
         raise ValueError(f"unknown mxnet data-parallel engine {job.engine!r}; choose from {', '.join(ENGINES)}")
@@ -210,16 +198,16 @@ def train_data_parallel(job: ReplicaJob) -> dict:
         devices = [f"{kind}(0) in worker{i}" for i in range(job.replicas)]
     else:
         # One process runs the N contexts one after another, each operator on all its threads.
-        commands, names, env = [python_module(REPLICA_MODULE, str(job_path))], ["local"], replica_env(1)
+        commands, names, env = [data_parallel.python_module(REPLICA_MODULE, str(job_path))], ["local"], replica_env(1)
         devices = [f"{kind}({i})" for i in range(job.replicas)]
     start = time.perf_counter()
     # A process that fails ends the others (which wait for it in a push); a hang ends in the
     # workers' step watchdog (DataParallelTrainer.step), and run_processes bounds everything.
-    run_processes(commands, env, out / "logs", job.timeout, names)
-    return collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names)
+    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 
-def run_replica(job: ReplicaJob) -> None:
+def run_replica(job: data_parallel.ReplicaJob) -> None:
     """A dist_sync worker or the local engine's process: join the kvstore, train, write the results."""
     device = backend.resolve_device(job.config.device)
     if job.engine == "dist_sync":
@@ -235,10 +223,10 @@ def run_replica(job: ReplicaJob) -> None:
     model.collect_params().reset_ctx(contexts)  # one copy of the parameters per context
     fresh_state = Path(job.out) / f"replica{rank}_fresh_optimizer.states"
     group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout)
-    train_replica(backend, job, rank, model, group.make_trainer)
+    data_parallel.train_replica(backend, job, rank, model, group.make_trainer)
     # The local engine's contexts are its replicas: the harness compares their copies with context 0's.
     for shard_rank, context in enumerate(contexts[1:], first_shard + 1):
-        save_weights(weights_on(model, context), replica_weights_path(job.out, shard_rank))
+        save_weights(weights_on(model, context), data_parallel.replica_weights_path(job.out, shard_rank))
 
 
 def main(argv: list[str]) -> None:
@@ -248,7 +236,7 @@ def main(argv: list[str]) -> None:
     module runs, and that import runs the DMLC_ROLE's loop until the workers finish, then exits.
     """
     try:
-        run_replica(ReplicaJob.load(argv[0]))
+        run_replica(data_parallel.ReplicaJob.load(argv[0]))
     except BaseException:
         # Exit now, skipping the dist kvstore's exit barrier: the other workers wait in a push for
         # this one, so the barrier would hang until the timeout instead of naming this worker.

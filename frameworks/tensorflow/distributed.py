@@ -35,19 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.data_parallel import (
-    LOOPBACK,
-    ReplicaJob,
-    collect,
-    free_port,
-    python_module,
-    replica_weights_path,
-    run_processes,
-    shard,
-    thread_env,
-    threads_per_replica,
-    train_replica,
-)
+from common import data_parallel
 from common.interface import TrainConfig
 from common.weights import save_weights
 from frameworks import tensorflow as backend
@@ -107,11 +95,11 @@ class DataParallelTrainer(Trainer):
 
     def step(self, global_batch_indices: np.ndarray) -> tf.Tensor:
         replicas = self.strategy.num_replicas_in_sync
-        shards = [shard(global_batch_indices, replicas, rank) for rank in range(replicas)]
+        shards = [data_parallel.shard(global_batch_indices, replicas, rank) for rank in range(replicas)]
         return self._step(tf.RaggedTensor.from_row_lengths(np.concatenate(shards), [len(s) for s in shards]))
 
 
-def join_multi_worker(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
+def join_multi_worker(job: data_parallel.ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
     """Join the cluster of this process's TF_CONFIG; the rank is the worker's index in it."""
     tf.config.set_visible_devices([], "GPU")  # the strategy would otherwise take every GPU it sees
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
@@ -120,7 +108,7 @@ def join_multi_worker(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
     return strategy, strategy.cluster_resolver.task_id
 
 
-def join_mirrored(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
+def join_mirrored(job: data_parallel.ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
     """N logical CPU devices, one replica each. TensorFlow fixes its devices when it first runs
     anything, so this comes before the first op; the process holds every replica, as rank 0."""
     host = tf.config.list_physical_devices("CPU")[0]
@@ -131,23 +119,23 @@ def join_mirrored(job: ReplicaJob) -> tuple[tf.distribute.Strategy, int]:
 JOIN = {"multi_worker": join_multi_worker, "mirrored": join_mirrored}
 
 
-def save_other_local_replicas(model: keras.Model, strategy: tf.distribute.Strategy, job: ReplicaJob) -> None:
+def save_other_local_replicas(model: keras.Model, strategy: tf.distribute.Strategy, job: data_parallel.ReplicaJob) -> None:
     """Write the weights every further replica of this process holds, so the harness compares the
     copies themselves (train_replica wrote the first one's, which get_weights reads)."""
     copies = {v.path: strategy.experimental_local_results(v.value) for v in model.trainable_variables}
     for rank in range(1, len(strategy.extended.worker_devices)):
         weights = to_canonical(model, {path: values[rank].numpy() for path, values in copies.items()})
-        save_weights(weights, replica_weights_path(job.out, rank))
+        save_weights(weights, data_parallel.replica_weights_path(job.out, rank))
 
 
 def main(argv: list[str]) -> int:
-    job = ReplicaJob.load(argv[0])
+    job = data_parallel.ReplicaJob.load(argv[0])
     strategy, rank = JOIN[job.engine](job)
     if strategy.num_replicas_in_sync != job.replicas:
         raise RuntimeError(f"the strategy has {strategy.num_replicas_in_sync} replicas, the job asks for {job.replicas}")
     with strategy.scope():  # variables created here are mirrored on every replica
         model = backend.build(job.config.variant, "cpu")
-    train_replica(backend, job, rank, model, lambda model, data, config: DataParallelTrainer(model, data, config, strategy))
+    data_parallel.train_replica(backend, job, rank, model, lambda model, data, config: DataParallelTrainer(model, data, config, strategy))
     save_other_local_replicas(model, strategy, job)
     return 0
 
@@ -156,31 +144,31 @@ def worker_tf_config(workers: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def replica_commands(job: ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], list[str]]:
+def replica_commands(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], list[str]]:
     """(commands, process names, one device per replica) for the job's engine."""
-    replica = python_module(REPLICA_MODULE, str(job_path))
+    replica = data_parallel.python_module(REPLICA_MODULE, str(job_path))
     if job.engine == "mirrored":
         return [replica], ["mirrored"], [f"/job:localhost/replica:0/task:0/device:CPU:{r}" for r in range(job.replicas)]
     ports = set()
     while len(ports) < job.replicas:  # distinct, though each probe alone could repeat an earlier port
-        ports.add(free_port())
-    workers = [f"{LOOPBACK}:{port}" for port in sorted(ports)]
+        ports.add(data_parallel.free_port())
+    workers = [f"{data_parallel.LOOPBACK}:{port}" for port in sorted(ports)]
     # `env` sets TF_CONFIG for this one process, then becomes the replica
     commands = [["env", f"TF_CONFIG={worker_tf_config(workers, rank)}", *replica] for rank in range(job.replicas)]
     devices = [f"/job:worker/replica:0/task:{rank}/device:CPU:0" for rank in range(job.replicas)]
     return commands, [f"worker{rank}" for rank in range(job.replicas)], devices
 
 
-def replica_env(job: ReplicaJob) -> dict[str, str]:
+def replica_env(job: data_parallel.ReplicaJob) -> dict[str, str]:
     """This environment without TF_CONFIG, plus thread limits that TensorFlow reads when it loads:
     the replica processes share the cores, and the mirrored engine's one process holds them all."""
     processes = 1 if job.engine == "mirrored" else job.replicas
-    threads = str(threads_per_replica(processes))
+    threads = str(data_parallel.threads_per_replica(processes))
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    return {**env, **thread_env(processes), "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
+    return {**env, **data_parallel.thread_env(processes), "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
-def train_data_parallel(job: ReplicaJob) -> dict:
+def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     if job.engine not in ENGINES:
         raise ValueError(f"unknown tensorflow data-parallel engine {job.engine!r}; choose one of {', '.join(ENGINES)}")
     if job.config.device == "gpu":
@@ -189,8 +177,8 @@ def train_data_parallel(job: ReplicaJob) -> dict:
     job_path = job.save(out / "replica-job.json")
     commands, names, devices = replica_commands(job, job_path)
     start = time.perf_counter()
-    run_processes(commands, replica_env(job), out / "logs", job.timeout, names)
-    return collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    data_parallel.run_processes(commands, replica_env(job), out / "logs", job.timeout, names)
+    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 
 if __name__ == "__main__":
