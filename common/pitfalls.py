@@ -60,10 +60,13 @@ class PitfallContext:
         return replace(self.config, **changes)
 
 
+RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
+
+
 def record(difference: str, mistake: str, framework: str, metric: str, correct, mistaken, test: str) -> dict:
     """One row of "If you get it wrong": the mistake as one line of code, and its measured effect
     beside the correct run's number. correct and mistaken are numbers, or text (an error raised)."""
-    return dict(difference=difference, mistake=mistake, framework=framework, metric=metric, correct=correct, mistaken=mistaken, test=test)
+    return dict(zip(RECORD_KEYS, (difference, mistake, framework, metric, correct, mistaken, test)))
 
 
 def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray, variant: str = "classic") -> float:

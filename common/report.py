@@ -233,6 +233,10 @@ def _seed_table(summary: dict) -> Table | None:
 
 
 def _measured(value) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"  # counts: parameters, features
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value).splitlines()[0][:160]

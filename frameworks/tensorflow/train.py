@@ -90,6 +90,8 @@ def unpack_pixels(words: tf.Tensor, image_shape) -> tf.Tensor:
 class Trainer(interface.Trainer):
     """The training set lives on the model's device as uint8 NHWC; each step gathers and scales a batch."""
 
+    loss = staticmethod(cross_entropy)  # what the step minimizes; a subclass may swap it (see pitfalls.py)
+
     def __init__(self, model: keras.Model, data, config: TrainConfig):
         self.model = model
         self.variables = model.trainable_variables
@@ -120,7 +122,7 @@ class Trainer(interface.Trainer):
             x, y = self.gather_batch(batch_indices)
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
-                loss = cross_entropy(logits, y)
+                loss = self.loss(logits, y)
             self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
             self.loss_sum.assign_add(loss * tf.cast(tf.size(batch_indices), tf.float32))
             self.correct.assign_add(tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int64)))
