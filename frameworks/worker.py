@@ -26,8 +26,8 @@ import numpy as np
 from common import protocol
 from common.data import load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
-from common.pitfalls import PitfallContext
 from common.files import atomic_write, write_json
+from common.pitfalls import PitfallContext
 from common.protocol import Job
 from common.training import step_losses
 from common.weights import load_weights, save_weights
