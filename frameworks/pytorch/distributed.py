@@ -80,9 +80,10 @@ class DataParallelTrainer(Trainer):
     replica applies the same update. The running totals hold the global batch's, so the inherited
     epoch_totals() returns the global epoch's on every replica."""
 
-    def __init__(self, model: DistributedDataParallel, data, config):
+    def __init__(self, model: DistributedDataParallel, data, config, mean_of_shard_means: bool = False):
         super().__init__(model, data, config)
         self.replicas, self.rank = dist.get_world_size(), dist.get_rank()
+        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
 
     def step(self, global_batch_indices: np.ndarray) -> torch.Tensor:
         x, y = self.batch(shard(global_batch_indices, self.replicas, self.rank))
@@ -95,7 +96,10 @@ class DataParallelTrainer(Trainer):
         # of a 42-example shard more than one of a 43-example shard (128 over 3 replicas). Scaling
         # shard r's loss SUM S_r by N / B instead gives (1/N) * sum_r (N / B) * S_r = sum_r S_r / B:
         # the gradient of the global batch's mean loss, however unevenly the B examples split.
-        (shard_loss_sum * (self.replicas / len(global_batch_indices))).backward()
+        # Pitfalls only (ReplicaJob.mean_of_shard_means): back-propagate the shard's MEAN instead, so
+        # that DDP's average is the naive mean of shard means whose cost frameworks/pytorch/pitfalls.py measures.
+        scale = 1 / max(len(y), 1) if self.mean_of_shard_means else self.replicas / len(global_batch_indices)
+        (shard_loss_sum * scale).backward()
         self.optimizer.step()
         shard_correct = (logits.detach().argmax(dim=1) == y).sum()
         # The engine's own collective for the reported totals only (the gradients went through DDP).
@@ -183,7 +187,7 @@ def main(argv: list[str]) -> None:
         # DDP on the CPU takes no device_ids. One wrapper serves both trainers train_replica makes:
         # each wrapper registers its own gradient hooks on the parameters.
         ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if on_gpu else None)
-        train_replica(pytorch, job, dist.get_rank(), model, lambda _model, data, config: DataParallelTrainer(ddp_model, data, config))
+        train_replica(pytorch, job, dist.get_rank(), model, lambda _model, data, config: DataParallelTrainer(ddp_model, data, config, job.mean_of_shard_means))
     finally:
         dist.destroy_process_group()
 

@@ -1,0 +1,395 @@
+"""What each framework difference costs in JAX/Flax when a user gets it wrong, measured for real.
+
+measure(ctx) makes each mistake a Flax NNX + optax user would make, runs it with JAX, and sets it
+beside the correct run from the same start (ctx.initial, the common batch order, the backend's own
+Trainer). Each mistake is one small named function or Trainer subclass below; everything else is
+the backend's own code (build, set_weights, forward, evaluate, Trainer), so a record measures the
+mistake and nothing more. tests/test_pitfalls_jax.py guards each difference against its mistake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import frameworks.jax as backend
+from common import spec
+from common.interface import TrainConfig
+from common.pitfalls import PitfallContext, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.training import fit
+from common.weights import Weights
+from frameworks.jax.model import _LAYERS, PRECISION, LeNet, model_device
+
+FRAMEWORK = "jax"
+TESTS = "tests/test_pitfalls_jax.py"
+DROPOUT_EVALUATIONS = 5
+ERROR_CHARS = 150  # a framework's error message, first line, shortened to this
+
+
+def _test(name: str) -> str:
+    return f"{TESTS}::{name}"
+
+
+def first_line(error: BaseException) -> str:
+    """The framework's own message, as a user first sees it: its first line, shortened."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def _place_like(model: LeNet, device) -> LeNet:
+    """Commit every array of a model with swapped layers to one device, as backend.build does."""
+    nnx.update(model, jax.device_put(nnx.state(model), device))
+    return model
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'s' if count != 1 else ''}"
+
+
+def _evaluate_on(model: LeNet) -> Callable:
+    return lambda x, y: backend.evaluate(model, x, y)
+
+
+def accuracy_on_test_set(model: LeNet, ctx: PitfallContext) -> float:
+    return float(backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1])
+
+
+class _CorrectRuns:
+    """The correct runs the pitfalls are set against, each trained at most once and only when needed.
+
+    The full recipe's correct run is the comparison's (ctx.correct_history) when there is one.
+    """
+
+    def __init__(self, ctx: PitfallContext):
+        self.ctx = ctx
+        self.finished: dict[TrainConfig, tuple[list[dict], Weights]] = {}
+        # One model per variant, refilled for each run: the backend's jitted step is compiled per model
+        # object (each build() makes new pooling partials, which its static graph definition compares
+        # by identity), so a fresh model per run would compile the step again.
+        self.models: dict[str, LeNet] = {}
+
+    def start_model(self, variant: str, weights: Weights | None = None) -> LeNet:
+        """The backend's model holding ctx.initial, or other weights to start from."""
+        if variant not in self.models:
+            self.models[variant] = backend.build(variant, self.ctx.config.device)
+        backend.set_weights(self.models[variant], self.ctx.initial if weights is None else weights)
+        return self.models[variant]
+
+    def train(self, config: TrainConfig) -> tuple[list[dict], Weights]:
+        """The backend's own training from ctx.initial, once per config: the history and the trained weights."""
+        if config not in self.finished:
+            model = self.start_model(config.variant)
+            history = backend.train(model, self.ctx.data, config)
+            self.finished[config] = history, backend.get_weights(model)
+        return self.finished[config]
+
+    def full_history(self) -> list[dict]:
+        return self.ctx.correct_history if self.ctx.correct_history is not None else self.train(self.ctx.config)[0]
+
+    def adam_recipe(self) -> TrainConfig:
+        return self.ctx.recipe(optimizer="adam", lr=0.001, epochs=self.ctx.short_epochs)
+
+    def trained(self) -> tuple[Weights, str]:
+        """Weights to score the layout mistakes with: the comparison's, else a run this measurement trains anyway."""
+        if self.ctx.trained is not None:
+            return self.ctx.trained, "the comparison's run"
+        if self.ctx.correct_history is None:  # the full correct run is trained for the initializer anyway
+            return self.train(self.ctx.config)[1], f"{self.ctx.config.epochs} epochs of the recipe"
+        # The classic SGD recipe barely moves in its first epochs; Adam from the same start classifies
+        # after one, and the batch-order pitfall trains exactly that run.
+        return self.train(self.adam_recipe())[1], f"Adam, {_epochs(self.ctx.short_epochs)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Flatten order. Flax flattens an N,H,W,C map in H,W,C order; the canonical fc1 expects C,H,W.
+# Transposing fc1's (out, in) matrix to Flax's (in, out) makes every shape fit, so nothing raises:
+# each of the 400 features is simply multiplied by the weight meant for another pixel and channel.
+
+
+def set_weights_without_flatten_permutation(model: LeNet, weights: Weights) -> None:
+    """backend.set_weights, except that fc1's columns keep the canonical C,H,W order (no hwc_columns)."""
+    backend.set_weights(model, weights)
+    model.fc1.kernel[...] = jax.device_put(np.ascontiguousarray(weights["fc1.weight"].T), model_device(model))
+
+
+# Kernel layout. Flax convolves with H,W,I,O kernels; the canonical ones are O,I,H,W. A reshape to
+# (5, 5, 1, 6) has the right shape but keeps the numbers in their O,I,H,W order, so each weight
+# lands on another tap and channel; only a transpose moves them. No error either.
+
+
+def set_weights_with_reshaped_kernels(model: LeNet, weights: Weights) -> None:
+    """backend.set_weights, except that each conv kernel is reshaped to H,W,I,O instead of transposed."""
+    backend.set_weights(model, weights)
+    for layer in spec.param_layers(model.variant):
+        if layer.kind == "conv":
+            kernel = getattr(model, layer.name).kernel
+            kernel[...] = jax.device_put(weights[f"{layer.name}.weight"].reshape(kernel.shape), model_device(model))
+
+
+def layout_records(ctx: PitfallContext, trained: Weights, trained_from: str) -> list[dict]:
+    mistakes = [
+        ("Flatten order", 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
+         "test_flatten_order_needs_hwc_columns"),
+        ("Kernel layout", "model.conv1.kernel[...] = w.reshape(5, 5, 1, 6)", set_weights_with_reshaped_kernels,
+         "test_kernel_layout_needs_a_transpose"),
+    ]
+    variant = ctx.config.variant
+    correct_model, mistaken_model = backend.build(variant, ctx.config.device), backend.build(variant, ctx.config.device)
+    records = []
+    for difference, mistake, set_mistaken, test in mistakes:
+        errors, accuracies = [], []
+        for set_weights, model in ((backend.set_weights, correct_model), (set_mistaken, mistaken_model)):
+            set_weights(model, ctx.initial)
+            errors.append(max_abs_error_vs_oracle(backend.forward(model, ctx.probe_x), ctx.initial, ctx.probe_x, variant))
+            set_weights(model, trained)
+            accuracies.append(accuracy_on_test_set(model, ctx))
+        records += [
+            record(difference, mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", *errors, _test(test)),
+            record(difference, mistake, FRAMEWORK, f"test accuracy of the trained weights ({trained_from})", *accuracies, _test(test)),
+        ]
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding. Flax names padding instead of counting pixels. conv1 pads 2 ("SAME" for a 5x5 kernel);
+# copying that line for conv2, which pads nothing ("VALID"), keeps its 10x10 map at 14x14, so pool2
+# gives 7x7 and the flatten 16*7*7 = 784 features. Flax does not check a layer's input width when
+# it is built, only at the matmul: nnx.Linear(400, 120) raises on the first batch.
+
+
+def build_with_same_padding_on_conv2(variant: str = "classic", device: str = "cpu") -> LeNet:
+    """The backend's LeNet with conv2 built as conv1 is: padding 2 pixels, which Flax spells "SAME"."""
+    model = backend.build(variant, device)
+    home = model_device(model)
+    conv2 = next(layer for layer in spec.layers(variant) if layer.name == "conv2")
+    model.conv2 = _LAYERS["conv"]({**conv2.hyper, "padding": 2}, nnx.Rngs(0))
+    return _place_like(model, home)
+
+
+def layer_shapes_until_error(model: LeNet) -> tuple[list[tuple[str, tuple[int, ...]]], str | None]:
+    """Each layer's native per-example output shape for one blank image, up to the layer that raises, and its error."""
+    x = jnp.zeros((1, *spec.INPUT_SHAPE[1:], spec.INPUT_SHAPE[0]), jnp.float32)  # N,H,W,C
+    shapes = []
+    for name, layer in model.layers():
+        try:
+            x = layer(x)
+        except (TypeError, ValueError) as error:
+            return shapes, f"{name}: {first_line(error)}"
+        shapes.append((name, tuple(x.shape[1:])))
+    return shapes, None
+
+
+def features_reaching(shapes: list[tuple[str, tuple[int, ...]]], layer_name: str = "flatten") -> int:
+    return dict(shapes)[layer_name][0]
+
+
+def padding_records(ctx: PitfallContext) -> list[dict]:
+    mistake = 'nnx.Conv(6, 16, (5, 5), padding="SAME", rngs=rngs)  # conv2'
+    test = _test("test_padding_same_on_conv2_breaks_fc1")
+    variant = ctx.config.variant
+    correct, mistaken = backend.build(variant, ctx.config.device), build_with_same_padding_on_conv2(variant, ctx.config.device)
+    correct_shapes, _ = layer_shapes_until_error(correct)
+    mistaken_shapes, _ = layer_shapes_until_error(mistaken)
+    backend.set_weights(correct, ctx.initial)
+    backend.set_weights(mistaken, ctx.initial)  # every parameter shape still fits: only the activations grow
+    correct_error = max_abs_error_vs_oracle(backend.forward(correct, ctx.probe_x), ctx.initial, ctx.probe_x, variant)
+    try:
+        mistaken_error = max_abs_error_vs_oracle(backend.forward(mistaken, ctx.probe_x), ctx.initial, ctx.probe_x, variant)
+    except (TypeError, ValueError) as error:
+        mistaken_error = first_line(error)
+    features = record(
+        "Padding", mistake, FRAMEWORK, "features reaching fc1",
+        float(features_reaching(correct_shapes)), float(features_reaching(mistaken_shapes)), test,
+    )
+    features["shapes"] = {"correct": correct_shapes, "mistaken": mistaken_shapes}
+    forward = record(
+        "Padding", mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", correct_error, mistaken_error, test
+    )
+    return [features, forward]
+
+
+# ---------------------------------------------------------------------------------------------
+# Initializer. Left out, Flax's kernel_init is lecun_normal (variance 1/fan_in, zero biases), not
+# the Xavier-uniform the d2l recipe starts from. Shapes, loss and optimizer are all right; only the
+# starting point differs, and a sigmoid network's progress under plain SGD depends on where it
+# starts, so the effect shows only after the full recipe.
+
+
+def build_with_flax_default_init(variant: str, seed: int, device: str = "cpu") -> LeNet:
+    """The backend's LeNet with every conv and dense layer built as Flax builds it by default: no kernel_init."""
+    model = backend.build(variant, device)
+    home = model_device(model)
+    rngs = nnx.Rngs(seed)
+    for layer in spec.param_layers(variant):
+        h = layer.hyper
+        if layer.kind == "conv":
+            k = h["kernel_size"]
+            flax_default = nnx.Conv(
+                h["in_channels"], h["out_channels"], (k, k), padding=spec.padding_name(h).upper(), precision=PRECISION, rngs=rngs
+            )
+        else:
+            flax_default = nnx.Linear(h["in_features"], h["out_features"], precision=PRECISION, rngs=rngs)
+        setattr(model, layer.name, flax_default)
+    return _place_like(model, home)
+
+
+def initializer_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+    # Trained as the backend's own LeNet holding those numbers: the same compiled step as the correct run.
+    flax_default = backend.get_weights(build_with_flax_default_init(ctx.config.variant, ctx.config.seed, ctx.config.device))
+    model = runs.start_model(ctx.config.variant, flax_default)
+    mistaken = final_accuracy(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
+    return record(
+        "Initializer", 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
+        f"final test accuracy ({_epochs(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
+        _test("test_initializer_is_the_canonical_start"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss. optax's losses are per example; the recipe's loss is their mean. Summing them makes every
+# gradient batch-size (128) times larger, i.e. SGD at lr 12.8 instead of 0.1, with no error at all.
+# The backend's step is a module-level jitted function over _loss, so the mistaken step is its own
+# small jitted function of the same shape, and a Trainer subclass runs it.
+
+
+def summed_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+
+
+def _summed_loss(model: LeNet, x: jax.Array, y: jax.Array):
+    logits = model(x)
+    return summed_cross_entropy(logits, y), logits
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _summed_loss_train_step(graphdef, state, totals, images, labels, batch_indices):
+    model, optimizer = nnx.merge(graphdef, state)
+    x = images[batch_indices].astype(jnp.float32) / 255
+    y = labels[batch_indices]
+    (loss_sum, logits), grads = nnx.value_and_grad(_summed_loss, has_aux=True)(model, x, y)
+    optimizer.update(model, grads)
+    running_loss, correct = totals
+    totals = (running_loss + loss_sum, correct + jnp.sum(logits.argmax(axis=1) == y))
+    # The history still reports the mean per example, so the curves stay comparable.
+    return nnx.state((model, optimizer)), totals, loss_sum / len(batch_indices)
+
+
+class SummedLossTrainer(backend.Trainer):
+    """The backend's Trainer whose step differentiates the batch's summed loss instead of its mean."""
+
+    def step(self, batch_indices: np.ndarray) -> jax.Array:
+        self.state, self.totals, loss = _summed_loss_train_step(
+            self.graphdef, self.state, self.totals, self.images, self.labels, batch_indices.astype(np.int32)
+        )
+        return loss
+
+
+def loss_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+    # The full recipe: d2l's sigmoid LeNet under SGD stays at chance for its first epochs even with
+    # the right loss, so a short run would set chance against chance and show nothing.
+    model = runs.start_model(ctx.config.variant)
+    mistaken = final_accuracy(SummedLossTrainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
+    return record(
+        "Loss", "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
+        f"final test accuracy ({_epochs(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
+        _test("test_loss_is_the_batch_mean"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch order. Every framework trains on the same batches (common.data.batch_order) so that step
+# losses can be compared to 1e-4. A user's own shuffle gives another order: from the first step the
+# run matches no other framework, so a real difference between frameworks can no longer be told from
+# the noise of the order (the record's "other_seed" curve shows how far another order moves a run).
+# JAX keys are values, not stateful generators: the line below, run at the top of every epoch,
+# returns the same permutation each time.
+
+
+def user_permutation(seed: int, num_examples: int) -> np.ndarray:
+    return np.asarray(jax.random.permutation(jax.random.key(seed), num_examples))
+
+
+class UserShuffledTrainer(backend.Trainer):
+    """The backend's Trainer fed from the user's own shuffle: the common loop hands it a batch, and it
+    trains on the batch at the same position of jax.random.permutation(jax.random.key(seed), n)."""
+
+    def __init__(self, model: LeNet, data, config):
+        super().__init__(model, data, config)
+        self.num_examples, self.seed = len(data.train_labels), config.seed
+        self.position, self.order = self.num_examples, None
+
+    def step(self, batch_indices: np.ndarray) -> jax.Array:
+        if self.position >= self.num_examples:  # a new epoch: the user shuffles again
+            self.order, self.position = user_permutation(self.seed, self.num_examples), 0
+        own = self.order[self.position : self.position + len(batch_indices)]
+        self.position += len(batch_indices)
+        return super().step(own)
+
+
+def batch_order_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+    config = runs.adam_recipe()
+    model = runs.start_model(config.variant)
+    own = fit(UserShuffledTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
+    other_seed, _ = runs.train(dataclasses.replace(config, seed=config.seed + 1))
+    common, _ = runs.train(config)
+    result = record(
+        "Batch order", "perm = jax.random.permutation(jax.random.key(seed), n)", FRAMEWORK, "final test accuracy (Adam, short run)",
+        common[-1]["test_accuracy"], own[-1]["test_accuracy"], _test("test_batch_order_is_the_common_one"),
+    )
+    result["curves"] = {name: [entry["train_loss"] for entry in history] for name, history in
+                        (("common", common), ("own", own), ("other_seed", other_seed))}
+    result["other_seed_test_accuracy"] = other_seed[-1]["test_accuracy"]  # how far another order moves it anyway
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout at evaluation. The modern variant drops half of fc1's outputs while training. Evaluated
+# with dropout still on (model.train() and no model.eval(), or the training view), every test pass
+# draws new masks: the accuracy is lower and changes from one evaluation to the next.
+
+
+def training_mode(model: LeNet, stream: int) -> LeNet:
+    """A copy of the model as model.train() leaves it: dropout on, its masks drawn from `stream`."""
+    copy = nnx.view(nnx.clone(model), deterministic=False)
+    nnx.reseed(copy, dropout=stream)
+    return copy
+
+
+def dropout_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+    config = ctx.recipe(variant="modern", optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
+    _, weights = runs.train(config)
+    model = runs.start_model("modern", weights)
+    x, y = ctx.test_x, ctx.data.test_labels
+    correct = [float(backend.evaluate(model, x, y)[1]) for _ in range(DROPOUT_EVALUATIONS)]
+    mistaken = [float(backend.evaluate(training_mode(model, stream), x, y)[1]) for stream in range(DROPOUT_EVALUATIONS)]
+    result = record(
+        "Dropout at evaluation", "model.train()  # and no model.eval() before the test set", FRAMEWORK,
+        f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, Adam, short run)", spread(correct), spread(mistaken),
+        _test("test_dropout_is_off_at_evaluation"),
+    )
+    result["accuracies"] = {"correct": correct, "mistaken": mistaken}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def measure(ctx: PitfallContext) -> list[dict]:
+    """One record per pitfall (two where a mistake has two measures), each against the correct run from ctx.initial."""
+    runs = _CorrectRuns(ctx)
+    trained, trained_from = runs.trained()
+    return [
+        *layout_records(ctx, trained, trained_from),
+        *padding_records(ctx),
+        initializer_record(ctx, runs),
+        loss_record(ctx, runs),
+        batch_order_record(ctx, runs),
+        dropout_record(ctx, runs),
+    ]

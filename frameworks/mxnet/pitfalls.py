@@ -1,0 +1,369 @@
+"""What each MXNet Gluon difference costs when a user gets it wrong, measured for real.
+
+measure(ctx) makes each mistake a Gluon user would make, with MXNet itself, and sets it against
+the correct run from the same start: ctx.initial's weights, the common batch order
+(common.training.fit and step_losses) and the backend's own Trainer. Each mistaken variant is a
+small named function or class here that reuses the backend's pieces and changes only what the
+mistake changes. The shared contract (PitfallContext, record) is common/pitfalls.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from common import spec
+from common.interface import DEFAULT_LR, TrainConfig
+from common.pitfalls import PitfallContext, final_accuracy, record, spread
+from common.training import evaluate_with, fit, step_losses
+from frameworks import get_backend
+from frameworks import mxnet as backend
+from frameworks.mxnet.model import _DONE_BY_DENSE, _LAYERS, GLOROT_UNIFORM, model_device, resolve_device
+
+FRAMEWORK = "mxnet"
+TEST_FILE = "tests/test_pitfalls_mxnet.py"
+ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this length
+DROPOUT_EVALUATIONS = 5
+
+
+def guarded_by(test_name: str) -> str:
+    return f"{TEST_FILE}::{test_name}"
+
+
+def first_line(message: str, limit: int = ERROR_CHARS) -> str:
+    line = next((line.strip() for line in str(message).splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def epochs_text(epochs: int) -> str:
+    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+
+
+def model_from(weights, config: TrainConfig):
+    """The backend's network for config's variant and device, holding the given canonical weights."""
+    model = backend.build(config.variant, config.device)
+    backend.set_weights(model, weights)
+    return model
+
+
+def evaluator(model):
+    return lambda x, y: backend.evaluate(model, x, y)
+
+
+def correct_history(ctx: PitfallContext) -> list[dict]:
+    """The comparison's own run of the recipe; trained here only when the context has none."""
+    if ctx.correct_history is not None:
+        return ctx.correct_history
+    model = model_from(ctx.initial, ctx.config)
+    return backend.train(model, ctx.data, ctx.config)
+
+
+def correct_accuracy_after(ctx: PitfallContext, history: list[dict], epochs: int) -> float:
+    """The correct run's test accuracy after `epochs` epochs of the recipe.
+
+    A shorter run is a prefix of the full one (an epoch's batch order depends only on the seed and
+    the epoch's number), so the full run's history answers when it is long enough.
+    """
+    if len(history) >= epochs:
+        return history[epochs - 1]["test_accuracy"]
+    config = ctx.recipe(epochs=epochs)
+    return backend.train(model_from(ctx.initial, config), ctx.data, config)[-1]["test_accuracy"]
+
+
+# --- Initializer -----------------------------------------------------------------------------
+# Gluon's initialize() without an initializer draws every weight from Uniform(-0.07, 0.07),
+# whatever the layer's fan-in and fan-out (Xavier's bound is 0.10 to 0.25 for LeNet's layers).
+# Through five sigmoid layers the signal and the gradients then shrink layer after layer, and
+# plain SGD sits on the plateau of a uniform guess for longer.
+
+
+def build_with_gluon_default_init(variant: str, device: str, seed: int):
+    """The network as `net.initialize()` leaves it: Uniform(0.07) weights and zero biases.
+
+    build() has already initialized with Glorot, so force_reinit redraws; the biases keep their
+    own bias_initializer ("zeros"), which overrides the block-wide default, as in a user's net.
+    """
+    model = backend.build(variant, device)
+    mx.random.seed(seed)
+    model.initialize(ctx=resolve_device(device), force_reinit=True)
+    return model
+
+
+def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
+    config = ctx.config
+    model = build_with_gluon_default_init(config.variant, config.device, config.seed)
+    mistaken = final_accuracy(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
+    return record(
+        "Initializer", "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
+        history[-1]["test_accuracy"], mistaken, guarded_by("test_initializer_is_glorot_uniform_not_gluons_default"),
+    )
+
+
+# --- Gluon step(batch_size) ------------------------------------------------------------------
+# Gluon losses are per example, and backward() of a vector differentiates its SUM. step(n)
+# divides the gradient by n; step(1) leaves the sum, so every update is batch_size times the
+# mean loss's: SGD at lr 0.1 * 128 = 12.8. (step(1) is right only after loss.mean().)
+
+
+class StepOfOne:
+    """A gluon.Trainer driven as `trainer.step(1)`, whatever batch size it is told."""
+
+    def __init__(self, gluon_trainer: gluon.Trainer):
+        self.gluon_trainer = gluon_trainer
+
+    def step(self, batch_size: int) -> None:
+        self.gluon_trainer.step(1)
+
+
+class GradientSumTrainer(backend.Trainer):
+    """The backend's training step with step(1) instead of step(batch_size)."""
+
+    def __init__(self, model, data, config: TrainConfig):
+        super().__init__(model, data, config)
+        self.optimizer = StepOfOne(self.optimizer)
+
+
+def measure_step_of_one(ctx: PitfallContext, history: list[dict]) -> dict:
+    config = ctx.recipe(epochs=ctx.short_epochs)
+    model = model_from(ctx.initial, config)
+    mistaken = final_accuracy(GradientSumTrainer(model, ctx.data, config), evaluator(model), ctx.data, config)
+    return record(
+        "Gluon step(batch_size)", "trainer.step(1)", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)}, SGD lr {config.lr})",
+        correct_accuracy_after(ctx, history, config.epochs), mistaken, guarded_by("test_step_divides_the_gradient_by_the_batch_length"),
+    )
+
+
+# --- Padding ---------------------------------------------------------------------------------
+# Gluon's Conv2D pads 0 unless told: d2l's conv1 needs padding=2 to keep 28x28. Without it conv1
+# gives 24x24 and pool2 16x4x4 = 256 features instead of 400. With in_units=400 spelled out,
+# fc1 refuses them at the first forward; with d2l's Dense(120) (in_units inferred) Gluon takes
+# the 256 silently and trains a smaller network.
+
+
+def build_without_conv1_padding(variant: str = "classic", device: str = "cpu", fc1_in_units_inferred: bool = False):
+    """The network with conv1 written `nn.Conv2D(6, kernel_size=5)`, assembled from the backend's
+    own layer table. fc1_in_units_inferred: fc1 written `nn.Dense(120)`, as d2l writes it."""
+    layers = []
+    for layer in spec.layers(variant):
+        if layer.name == "conv1":
+            layer = replace(layer, hyper={**layer.hyper, "padding": 0})
+        if layer.name == "fc1" and fc1_in_units_inferred:
+            layer = replace(layer, hyper={**layer.hyper, "in_features": 0})  # Gluon: in_units=0 means "infer"
+        layers.append(layer)
+    model = nn.HybridSequential(prefix="lenet_")
+    model.add(*[_LAYERS[layer.kind](layer.hyper, f"{layer.name}_") for layer in layers if layer.kind != _DONE_BY_DENSE])
+    model.initialize(GLOROT_UNIFORM, ctx=resolve_device(device))
+    model.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
+def shapes_before_fc1(model) -> dict[str, list[int]]:
+    """Each block's per-example output shape, from the input up to the flatten fc1 reads."""
+    x = mx.nd.zeros((1, *spec.INPUT_SHAPE), ctx=model_device(model))
+    shapes = {}
+    for block in model:
+        if isinstance(block, nn.Dense):
+            shapes[_DONE_BY_DENSE] = [int(x[0].size)]
+            return shapes
+        x = block(x)
+        shapes[block.name] = list(x.shape[1:])
+    raise ValueError("the model has no Dense layer")
+
+
+def features_reaching_fc1(model) -> int:
+    return shapes_before_fc1(model)[_DONE_BY_DENSE][0]
+
+
+def first_forward_error(model) -> str | None:
+    """The first line of what the first forward pass raises, or None when it runs."""
+    try:
+        model(mx.nd.zeros((2, *spec.INPUT_SHAPE), ctx=model_device(model))).wait_to_read()
+    except mx.base.MXNetError as err:
+        return first_line(str(err))
+    return None
+
+
+def measure_padding(ctx: PitfallContext) -> dict:
+    variant, device = ctx.config.variant, ctx.config.device
+    correct_model = backend.build(variant, device)
+    mistaken_model = build_without_conv1_padding(variant, device)
+    features = features_reaching_fc1(mistaken_model)
+    error = first_forward_error(mistaken_model)
+    inferred = build_without_conv1_padding(variant, device, fc1_in_units_inferred=True)
+    inferred(mx.nd.zeros((1, *spec.INPUT_SHAPE), ctx=model_device(inferred))).wait_to_read()  # settles the deferred shapes
+    mistaken = f"{features}, then fc1 raises: {error}" if error else float(features)
+    return dict(
+        record(
+            "Padding", "nn.Conv2D(6, kernel_size=5)", FRAMEWORK, "features reaching fc1",
+            float(features_reaching_fc1(correct_model)), mistaken,
+            guarded_by("test_conv1_padding_keeps_400_features_for_fc1"),
+        ),
+        shapes=dict(correct=shapes_before_fc1(correct_model), mistaken=shapes_before_fc1(mistaken_model)),
+        # What d2l's own code (Dense without in_units) does with the same mistake: no error at all.
+        with_in_units_inferred=dict(fc1_in_units=int(inferred[_fc1_index(inferred)].weight.shape[1]), param_count=backend.param_count(inferred)),
+    )
+
+
+def _fc1_index(model) -> int:
+    return next(i for i, block in enumerate(model) if isinstance(block, nn.Dense))
+
+
+# --- Optimizer defaults (Adam's eps) ---------------------------------------------------------
+# MXNet folds Adam's bias correction into the learning rate and adds eps to sqrt(v); PyTorch and
+# optax add eps to sqrt(v_hat) = sqrt(v / (1 - beta2^t)). In PyTorch's terms MXNet's eps is
+# eps / sqrt(1 - beta2^t): about 30 times larger at step 1, shrinking to eps as t grows. It
+# matters only where |gradient| is near eps, so the runs agree closely, never exactly.
+# mx.optimizer.Adam has no switch for where eps goes.
+
+
+class PyTorchEpsAdamTrainer(backend.Trainer):
+    """MXNet's Adam with eps rescaled each step so that it lands where PyTorch adds it.
+
+    MXNet's update is lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps'); with
+    eps' = eps * sqrt(1 - beta2^t) that is lr * m_hat / (sqrt(v_hat) + eps), PyTorch's Adam.
+    """
+
+    def __init__(self, model, data, config: TrainConfig):
+        super().__init__(model, data, config)
+        self.eps, self.beta2, self.updates = config.eps, config.beta2, 0
+
+    def step(self, batch_indices: np.ndarray):
+        self.updates += 1
+        self.optimizer.optimizer.epsilon = self.eps * math.sqrt(1 - self.beta2**self.updates)
+        return super().step(batch_indices)
+
+
+def oracle_step_losses(ctx: PitfallContext, config: TrainConfig, steps: int) -> list[float]:
+    """The float64 numpy backend's first step losses (PyTorch-style Adam), same start, same batches."""
+    oracle = get_backend("numpy")
+    model = oracle.build(config.variant, "cpu")
+    oracle.set_weights(model, ctx.initial)
+    return step_losses(oracle.make_trainer(model, ctx.data, replace(config, device="cpu")), ctx.data, config, steps)
+
+
+def mxnet_step_losses(ctx: PitfallContext, trainer_class, config: TrainConfig, steps: int) -> list[float]:
+    model = model_from(ctx.initial, config)
+    return step_losses(trainer_class(model, ctx.data, config), ctx.data, config, steps)
+
+
+def max_gap(a, b) -> float:
+    return float(np.max(np.abs(np.subtract(a, b))))
+
+
+def measure_adam_eps(ctx: PitfallContext) -> dict:
+    steps = ctx.adam_steps
+    sgd, adam = ctx.recipe(optimizer="sgd", lr=DEFAULT_LR["sgd"]), ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"])
+    sgd_gap = max_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(ctx, backend.Trainer, sgd, steps))
+    oracle_adam = oracle_step_losses(ctx, adam, steps)
+    adam_gap = max_gap(oracle_adam, mxnet_step_losses(ctx, backend.Trainer, adam, steps))
+    moved_eps_gap = max_gap(oracle_adam, mxnet_step_losses(ctx, PyTorchEpsAdamTrainer, adam, steps))
+    return dict(
+        record(
+            "Optimizer defaults", "mx.optimizer.Adam(learning_rate=0.001, epsilon=1e-8)  # taken for torch.optim.Adam(lr=0.001, eps=1e-8)",
+            FRAMEWORK, f"max step-loss gap vs PyTorch-style Adam over {steps} steps",
+            sgd_gap, adam_gap, guarded_by("test_adam_adds_eps_before_the_bias_correction"),
+        ),
+        # No switch moves MXNet's eps; rescaling it every step (PyTorchEpsAdamTrainer) does, and
+        # brings the gap down to the SGD gap's size: eps's place is the whole difference.
+        gap_with_eps_moved_each_step=moved_eps_gap,
+        note="mx.optimizer.Adam has no option for where eps is added",
+    )
+
+
+# --- Batch order -----------------------------------------------------------------------------
+# gluon.data.DataLoader(..., shuffle=True) draws its order from NumPy's GLOBAL generator
+# (gluon.data.RandomSampler calls np.random.shuffle), not from mx.random: mx.random.seed alone
+# does not make it repeatable, and no other framework draws the same order. The run is as good,
+# but no longer comparable step for step: the gap is as large as another seed's.
+
+
+class DataLoaderOrderTrainer(backend.Trainer):
+    """The backend's step fed the batches of `gluon.data.DataLoader(dataset, batch_size, shuffle=True)`.
+
+    fit() still hands over the common order's batches; this trainer steps on the DataLoader's
+    next batch instead (the same sizes: both keep the last, partial batch).
+    """
+
+    def __init__(self, model, data, config: TrainConfig):
+        super().__init__(model, data, config)
+        np.random.seed(config.seed)  # the seed a DataLoader user has to set: NumPy's, not mx.random's
+        self.sampler = gluon.data.BatchSampler(gluon.data.RandomSampler(len(data.train_labels)), config.batch_size, "keep")
+        self.batches = iter(())
+
+    def step(self, batch_indices: np.ndarray):
+        own_batch = next(self.batches, None)
+        if own_batch is None:  # a new epoch: the sampler shuffles again
+            self.batches = iter(self.sampler)
+            own_batch = next(self.batches)
+        return super().step(np.asarray(own_batch, np.int64))
+
+
+def train_losses(history: list[dict]) -> list[float]:
+    return [entry["train_loss"] for entry in history]
+
+
+def measure_batch_order(ctx: PitfallContext) -> dict:
+    config = ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"], epochs=ctx.short_epochs)
+    other_seed = replace(config, seed=(config.seed + 1) % 2**32)
+
+    def run(trainer_class, run_config):
+        model = model_from(ctx.initial, run_config)
+        return fit(trainer_class(model, ctx.data, run_config), evaluator(model), ctx.data, run_config)
+
+    common, own, other = run(backend.Trainer, config), run(DataLoaderOrderTrainer, config), run(backend.Trainer, other_seed)
+    return dict(
+        record(
+            "Batch order", "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)", FRAMEWORK,
+            "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own[-1]["test_accuracy"],
+            guarded_by("test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
+        ),
+        curves=dict(common=train_losses(common), own=train_losses(own), other_seed=train_losses(other)),
+        other_seed_accuracy=other[-1]["test_accuracy"],
+    )
+
+
+# --- Dropout at evaluation -------------------------------------------------------------------
+# Gluon decides dropout by a global mode, not by the block: inside autograd.record() or
+# autograd.train_mode() every Dropout drops, also while "evaluating". The test accuracy then
+# changes from one evaluation to the next, and is lower.
+
+
+def accuracy_with_dropout_on(model, x: np.ndarray, y: np.ndarray) -> float:
+    """The test accuracy as computed inside `with autograd.train_mode():` (dropout on)."""
+    with autograd.train_mode():
+        return evaluate_with(lambda chunk: backend.forward(model, chunk), x, y)[1]
+
+
+def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
+    config = ctx.recipe(variant="modern", optimizer="adam", lr=DEFAULT_LR["adam"], epochs=ctx.short_epochs)
+    model = model_from(ctx.initial, config)
+    backend.train(model, ctx.data, config)
+    x, y = ctx.test_x, ctx.data.test_labels
+    predict_mode = [backend.evaluate(model, x, y)[1] for _ in range(DROPOUT_EVALUATIONS)]
+    train_mode = [accuracy_with_dropout_on(model, x, y) for _ in range(DROPOUT_EVALUATIONS)]
+    return dict(
+        record(
+            "Dropout at evaluation", "with autograd.train_mode(): accuracy = evaluate(net, test_x, test_y)", FRAMEWORK,
+            f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations",
+            spread(predict_mode), spread(train_mode), guarded_by("test_forward_runs_dropout_in_predict_mode"),
+        ),
+        accuracies=dict(predict_mode=predict_mode, train_mode=train_mode),
+    )
+
+
+def measure(ctx: PitfallContext) -> list[dict]:
+    """One record per MXNet pitfall, each the mistake run for real beside the correct run."""
+    history = correct_history(ctx)
+    return [
+        measure_initializer(ctx, history),
+        measure_step_of_one(ctx, history),
+        measure_padding(ctx),
+        measure_adam_eps(ctx),
+        measure_batch_order(ctx),
+        measure_dropout_at_evaluation(ctx),
+    ]

@@ -1,0 +1,380 @@
+"""What each framework difference costs in PyTorch when a user gets it wrong: the mistakes, made for real.
+
+measure(ctx) makes each mistake a PyTorch user would make, with PyTorch, from the comparison's own
+start (ctx.initial) on the common batch order, and sets it beside the correct run: the backend's
+own build, set_weights, forward and Trainer, unchanged. Each mistake is a small named function or
+Trainer subclass below that changes only what the mistake changes; tests/test_pitfalls_pytorch.py
+guards each difference (the correct handling matches the oracle, the mistake does not).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from common import spec
+from common.data import FashionMNIST, load_fashion_mnist
+from common.data_parallel import ReplicaJob
+from common.interface import LayerRow, TrainConfig
+from common.pitfalls import NOT_MEASURED, PitfallContext, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.training import evaluate_with, fit, step_losses
+from common.weights import save_weights
+from frameworks import pytorch as backend
+from frameworks.pytorch import distributed
+from frameworks.pytorch.train import Trainer, cross_entropy
+
+TESTS = "tests/test_pitfalls_pytorch.py::"
+EVALUATIONS = 5  # test-set evaluations of one trained model, for the dropout pitfall
+# The data-parallel pitfall trains 3 replicas on the first 600 training images: four batches of
+# 128 (shards of 43, 43, 42) and a last one of 88 (30, 29, 29), so no shard has its neighbours' size.
+REPLICAS = 3
+REPLICA_TRAIN_SUBSET = 600
+REPLICA_TEST_SUBSET = 256
+
+
+# ---------------------------------------------------------------------------------------------
+# The mistakes
+# ---------------------------------------------------------------------------------------------
+
+
+def reinitialize_with_pytorch_defaults(model: nn.Module, seed: int) -> nn.Module:
+    """Initializer: every conv and linear layer back to PyTorch's own init, as a model gets it
+    when nobody sets one: Kaiming-uniform with a=sqrt(5) (a bound of 1/sqrt(fan_in)) and uniform
+    biases in the same range, instead of Xavier weights and zero biases. For fc1 to fc3 that is a
+    much narrower range than Xavier's, so the sigmoid network starts even flatter, nearer the
+    plateau at ln(10) that d2l's LeNet already idles on for its first epochs."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.reset_parameters()
+    return model
+
+
+def softmax_before_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Loss: F.cross_entropy takes LOGITS and applies log-softmax itself. Given probabilities it
+    softmaxes them a second time: every input lies in [0, 1], so the loss cannot fall below
+    log(1 + 9/e) and its gradient shrinks as the model grows confident. It trains slowly, or not at all."""
+    return F.cross_entropy(F.softmax(logits, dim=1), labels)
+
+
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Loss: the batch's SUM, not its mean. The gradient is batch-size times larger, so SGD with the
+    recipe's lr of 0.1 takes steps of an lr of 12.8 (and a smaller one on the last, partial batch)."""
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
+class LossLineTrainer(Trainer):
+    """The backend's Trainer with its loss line written out, for the loss mistakes to replace.
+
+    step() is the backend's step with loss(logits, labels) where the backend calls cross_entropy;
+    the batches, the optimizer and the running totals are the backend's. loss_is_summed says
+    whether loss() returns the batch's sum, so that the history still gets the batch's MEAN loss
+    (and the common loop's divergence check judges the per-example loss, as for every run).
+    With the backend's loss it trains exactly as the backend's Trainer (a test checks this).
+    """
+
+    loss_is_summed = False
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(logits, labels)
+
+    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+        x, y = self.batch(batch_indices)
+        self.model.train()
+        logits = self.model(x)
+        loss = self.loss(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        mean_loss = loss.detach() / len(batch_indices) if self.loss_is_summed else loss.detach()
+        self.loss_sum += mean_loss * len(batch_indices)
+        self.correct += (logits.detach().argmax(dim=1) == y).sum()
+        return mean_loss
+
+
+class SoftmaxBeforeLossTrainer(LossLineTrainer):
+    def loss(self, logits, labels):
+        return softmax_before_loss(logits, labels)
+
+
+class SummedLossTrainer(LossLineTrainer):
+    loss_is_summed = True
+
+    def loss(self, logits, labels):
+        return summed_loss(logits, labels)
+
+
+def build_without_conv1_padding(variant: str = "classic", device: str = "cpu") -> nn.Sequential:
+    """Padding: the spec's network with conv1 written as nn.Conv2d(1, 6, 5), its padding forgotten.
+    The weights keep their shapes (padding has no parameters), so loading them raises nothing; but
+    conv1 now yields 24x24 maps, the flatten 16*4*4 = 256 features, and fc1 wants 400: PyTorch only
+    notices at fc1, on the first forward pass."""
+    model = backend.build(variant, device)
+    model.conv1 = nn.Conv2d(1, 6, 5).to(backend.model_device(model), memory_format=torch.channels_last)
+    return model
+
+
+def shapes_before_fc1(model: nn.Sequential) -> list[LayerRow]:
+    """The model's layer table up to the flatten, the part a forward pass gets through (fc1 is the
+    layer that reads the flatten)."""
+    names = [layer_name for layer_name, _ in model.named_children()]
+    return backend.layer_summary(model[: names.index(next(iter(spec.flattened_inputs())))])
+
+
+class DataLoaderShuffleTrainer(Trainer):
+    """Batch order: the backend's Trainer fed by the user's own shuffling, a DataLoader with
+    shuffle=True and a seeded generator, instead of the common batch order.
+
+    The common loop still drives the epochs and hands step() the common batch; this trainer
+    swaps it for the batch at the same position of its DataLoader's epoch (same count, same
+    sizes: the last batch is partial in both). Every framework's own generator orders the
+    examples differently, so two frameworks' runs part from the first step on, as two seeds of
+    one framework do: the common order (common.data.batch_order) is what makes them comparable
+    step by step."""
+
+    def __init__(self, model, data: FashionMNIST, config: TrainConfig):
+        super().__init__(model, data, config)
+        self.loader = DataLoader(
+            range(len(data.train_labels)), batch_size=config.batch_size, shuffle=True,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        self.epoch_batches: Iterator[torch.Tensor] = iter(())
+
+    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+        own = next(self.epoch_batches, None)
+        if own is None:  # the common loop has started a new epoch: so does the DataLoader
+            self.epoch_batches = iter(self.loader)
+            own = next(self.epoch_batches)
+        return super().step(own.numpy())
+
+
+@torch.no_grad()
+def forward_in_train_mode(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Dropout at evaluation: logits from a model left in train mode after training (no
+    model.eval()). nn.Dropout then still zeroes half of fc1's outputs and doubles the rest, a new
+    mask on every call: the same weights score differently each time, and worse."""
+    model.train()
+    return model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(backend.model_device(model))).cpu().numpy()
+
+
+@contextmanager
+def fp32_precision(precision: str):
+    """Float32 on GPUs: cuDNN convolutions and cuBLAS matmuls in `precision` ("tf32" or "ieee")
+    for the duration, restored afterwards. PyTorch runs float32 convolutions in TF32 by default
+    on Ampere and newer GPUs (10 mantissa bits); the backend sets "ieee" when it loads."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = precision
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+def gpu_forward_error(weights, x: np.ndarray, precision: str, variant: str = "classic") -> float:
+    """Max abs difference between the GPU's logits, computed with `precision`, and the float64 oracle's."""
+    with fp32_precision(precision):
+        model = backend.build(variant, "gpu")
+        backend.set_weights(model, weights)
+        return max_abs_error_vs_oracle(backend.forward(model, x), weights, x, variant)
+
+
+def has_tf32() -> bool:
+    """TF32 exists on NVIDIA GPUs of compute capability 8.0 (Ampere) and newer."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+def start_model(ctx: PitfallContext, variant: str, device: str) -> nn.Sequential:
+    """The backend's model holding the comparison's starting weights."""
+    model = backend.build(variant, device)
+    backend.set_weights(model, ctx.initial)
+    return model
+
+
+def train_history(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer) -> list[dict]:
+    """One run of the common loop from ctx.initial: its per-epoch history."""
+    model = start_model(ctx, config.variant, config.device)
+    return fit(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+
+
+def final_test_accuracy(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer, model: nn.Module | None = None) -> float | str:
+    """The final test accuracy of one run of the common loop (from ctx.initial unless a model is
+    given), or the divergence text when the loss leaves the rails."""
+    model = model if model is not None else start_model(ctx, config.variant, config.device)
+    return final_accuracy(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+
+
+def correct_final_accuracy(ctx: PitfallContext) -> float | str:
+    """The correct run's final test accuracy under ctx.config: the comparison's own run when it
+    finished, else trained here once."""
+    history = ctx.correct_history
+    if history and len(history) >= ctx.config.epochs:
+        return history[ctx.config.epochs - 1]["test_accuracy"]
+    return final_test_accuracy(ctx, ctx.config)
+
+
+def recipe_text(config: TrainConfig) -> str:
+    return f"{config.epochs} epoch(s), {config.variant}, {config.optimizer} lr {config.lr:g}"
+
+
+def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
+    model = reinitialize_with_pytorch_defaults(backend.build(ctx.config.variant, ctx.config.device), ctx.config.seed)
+    return record(
+        "Initializer", "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
+        f"final test accuracy ({recipe_text(ctx.config)})", correct, final_test_accuracy(ctx, ctx.config, model=model),
+        TESTS + "test_initializer_is_xavier_not_pytorch_default",
+    )
+
+
+def measure_softmax_before_loss(ctx: PitfallContext, correct: float | str) -> dict:
+    return record(
+        "Loss", "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, f"final test accuracy ({recipe_text(ctx.config)})",
+        correct, final_test_accuracy(ctx, ctx.config, SoftmaxBeforeLossTrainer), TESTS + "test_loss_takes_logits_not_probabilities",
+    )
+
+
+def measure_summed_loss(ctx: PitfallContext) -> dict:
+    # In the modern variant: its ReLUs are unbounded, so steps 128 times too large blow the loss up
+    # within the short run. The classic variant's sigmoids saturate instead and the network stalls,
+    # which a short run cannot tell from the plateau the correct classic run itself starts on.
+    config = ctx.recipe(variant="modern", epochs=ctx.short_epochs)
+    return record(
+        "Loss", 'F.cross_entropy(logits, y, reduction="sum")', backend.name, f"final test accuracy, or the divergence ({recipe_text(config)})",
+        final_test_accuracy(ctx, config), final_test_accuracy(ctx, config, SummedLossTrainer), TESTS + "test_loss_is_the_batch_mean_not_the_sum",
+    )
+
+
+def measure_padding(ctx: PitfallContext) -> list[dict]:
+    variant, device, x = ctx.config.variant, ctx.config.device, ctx.probe_x
+    correct_model, mistaken_model = start_model(ctx, variant, device), build_without_conv1_padding(variant, device)
+    backend.set_weights(mistaken_model, ctx.initial)  # accepted: padding changes no parameter's shape
+    correct_rows, mistaken_rows = shapes_before_fc1(correct_model), shapes_before_fc1(mistaken_model)
+    maps = ", ".join(f"{row.name} {','.join(map(str, row.shape))}" for row in mistaken_rows if row.name.startswith(("conv", "pool")))
+    correct_error = max_abs_error_vs_oracle(backend.forward(correct_model, x), ctx.initial, x, variant)
+    try:
+        mistaken_error = max_abs_error_vs_oracle(backend.forward(mistaken_model, x), ctx.initial, x, variant)
+    except RuntimeError as err:  # what PyTorch raises at fc1
+        mistaken_error = str(err).splitlines()[0][:150]
+    mistake = "nn.Conv2d(1, 6, 5)  # conv1 without padding=2"
+    test = TESTS + "test_conv1_is_padded_by_2"
+    return [
+        record("Padding", mistake, backend.name, f"features reaching fc1 (mistaken: {maps})",
+               float(correct_rows[-1].shape[0]), float(mistaken_rows[-1].shape[0]), test),
+        record("Padding", mistake, backend.name, f"forward logits, max abs error vs oracle ({len(x)} test images), or the error raised",
+               correct_error, mistaken_error, test),
+    ]
+
+
+def measure_batch_order(ctx: PitfallContext) -> dict:
+    config = ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
+    common, own = train_history(ctx, config), train_history(ctx, config, DataLoaderShuffleTrainer)
+    other_seed = train_history(ctx, ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs, seed=config.seed + 1))
+    entry = record(
+        "Batch order", "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
+        backend.name, f"final test accuracy (Adam, short run: {recipe_text(config)})",
+        common[-1]["test_accuracy"], own[-1]["test_accuracy"], TESTS + "test_batches_follow_the_common_order",
+    )
+    # The harness sets these curves beside every framework's: with the common order the frameworks
+    # should agree to float32 noise, with their own shuffling only as well as two seeds (same start) do.
+    entry["curves"] = {
+        kind: [epoch["train_loss"] for epoch in history] for kind, history in (("common", common), ("own", own), ("other_seed", other_seed))
+    }
+    return entry
+
+
+def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
+    config = ctx.recipe(variant="modern", optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
+    model = start_model(ctx, config.variant, config.device)
+    fit(Trainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+    test_x, test_y = ctx.test_x, ctx.data.test_labels
+    in_eval_mode = [backend.evaluate(model, test_x, test_y)[1] for _ in range(EVALUATIONS)]
+    in_train_mode = [evaluate_with(lambda chunk: forward_in_train_mode(model, chunk), test_x, test_y)[1] for _ in range(EVALUATIONS)]
+    return record(
+        "Dropout at evaluation", "logits = model(x)  # evaluated without model.eval() after training", backend.name,
+        f"test-accuracy spread over {EVALUATIONS} evaluations ({recipe_text(config)}; "
+        f"mean accuracy {np.mean(in_eval_mode):.4f} in eval mode, {np.mean(in_train_mode):.4f} in train mode)",
+        spread(in_eval_mode), spread(in_train_mode), TESTS + "test_evaluation_turns_dropout_off",
+    )
+
+
+def measure_tf32(ctx: PitfallContext) -> dict:
+    mistake = 'torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "tf32"  # PyTorch\'s default for convs'
+    test = TESTS + "test_float32_means_ieee_not_tf32"
+    if not has_tf32():
+        return record(
+            "Float32 on GPUs (TF32)", mistake, backend.name, "forward max abs error vs oracle (needs an Ampere or newer GPU)",
+            NOT_MEASURED, NOT_MEASURED, test,
+        )
+    x, variant = ctx.probe_x, ctx.config.variant
+    return record(
+        "Float32 on GPUs (TF32)", mistake, backend.name,
+        f"forward max abs error vs oracle on {torch.cuda.get_device_name()} ({len(x)} test images)",
+        gpu_forward_error(ctx.initial, x, "ieee", variant), gpu_forward_error(ctx.initial, x, "tf32", variant), test,
+    )
+
+
+def replica_job(config: TrainConfig, initial_weights: Path, out: Path, data_dir: str | None, steps: int, mean_of_shard_means: bool) -> ReplicaJob:
+    """A real 3-replica DistributedDataParallel run (torchrun, gloo) of `steps` steps on the first
+    REPLICA_TRAIN_SUBSET images, each replica's loss reduced the right way or the naive one."""
+    return ReplicaJob(
+        framework=backend.name, engine=distributed.DEFAULT_ENGINE, replicas=REPLICAS, config=config,
+        initial_weights=str(initial_weights), out=str(out), steps=steps, data_dir=data_dir,
+        train_subset=REPLICA_TRAIN_SUBSET, test_subset=REPLICA_TEST_SUBSET, mean_of_shard_means=mean_of_shard_means,
+    )
+
+
+def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
+    # DDP averages the replicas' gradients with equal weights. If each replica back-propagates its
+    # shard's MEAN loss, the update follows the mean of the shard means, which weighs an example of
+    # a 42-example shard more than one of a 43-example shard: not the global batch's mean loss.
+    # Classic (no dropout: each replica would draw its own masks) and on the CPU (on GPUs each
+    # replica needs a GPU of its own), so that the reduction is the runs' only difference.
+    config = ctx.recipe(variant="classic", epochs=1, device="cpu")
+    steps = ctx.adam_steps
+    data_dir = ctx.data.source or None  # the replicas load these same files
+    data = load_fashion_mnist(data_dir, train_subset=REPLICA_TRAIN_SUBSET, test_subset=REPLICA_TEST_SUBSET)
+    one_replica = step_losses(Trainer(start_model(ctx, config.variant, config.device), data, config), data, config, steps)
+    folder = Path(tempfile.mkdtemp(prefix="lenet-pitfalls-ddp-"))
+    try:
+        initial = save_weights(ctx.initial, folder / "initial.npz")
+        gaps = []
+        for naive in (False, True):
+            job = replica_job(config, initial, folder / ("mean-of-shard-means" if naive else "global-mean"), data_dir, steps, naive)
+            gaps.append(float(np.max(np.abs(np.subtract(distributed.train_data_parallel(job)["step_losses"], one_replica)))))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return record(
+        "Data-parallel reduction", "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages",
+        backend.name, f"max step-loss gap vs 1 replica ({REPLICAS} replicas, unequal shards; {steps} steps on {REPLICA_TRAIN_SUBSET} images)",
+        gaps[0], gaps[1], TESTS + "test_data_parallel_takes_the_global_mean",
+    )
+
+
+def measure(ctx: PitfallContext) -> list[dict]:
+    """One record per PyTorch pitfall (two for padding), each mistake measured against the correct
+    run from the same start."""
+    correct = correct_final_accuracy(ctx)
+    return [
+        measure_initializer(ctx, correct),
+        measure_softmax_before_loss(ctx, correct),
+        measure_summed_loss(ctx),
+        *measure_padding(ctx),
+        measure_batch_order(ctx),
+        measure_dropout_at_evaluation(ctx),
+        measure_tf32(ctx),
+        measure_data_parallel_reduction(ctx),
+    ]
