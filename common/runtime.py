@@ -13,10 +13,9 @@ import os
 
 # glibc's malloc hands every block over 128 KiB back to the OS when it is freed, so each training
 # step's activations (2.4 MB for conv1's output) arrive as fresh pages that the kernel must fault
-# in and zero: 700 to 2,600 page faults per PyTorch training step (measured), and an epoch
-# 10-40% slower, varying from one process to the next. Serving such blocks from the heap and
-# keeping freed memory for reuse avoids that. (The other frameworks pool their own buffers; it
-# does them no harm.)
+# in and zero, every step: slower epochs that vary from one process to the next (README, "Speed",
+# has the measured figures). Serving such blocks from the heap and keeping freed memory for reuse
+# avoids that. (The other frameworks pool their own buffers; it does them no harm.)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
 _MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD_BYTES = 1 << 30
@@ -32,13 +31,13 @@ def thread_settings(framework: str) -> dict[str, str]:
     """Environment variables each framework's thread pools read once, when they start."""
     if framework == "pytorch":
         # Pin PyTorch's OpenMP threads, one per core: left to the scheduler, both sometimes ran on
-        # one core for a whole process (16k instead of 21.5k images/s).
+        # one core for a whole process.
         return {"OMP_PROC_BIND": "true"}
     if framework == "mxnet":
         # MXNet's default engine hands each operator to a worker thread that runs it on one OpenMP
-        # thread: 9.4k images/s. The NaiveEngine runs operators in the calling thread, in order,
-        # so each can use every core's OpenMP thread: 12.9k images/s. (On a GPU build, whose kernels
-        # run asynchronously, set MXNET_ENGINE_TYPE=ThreadedEnginePerDevice to keep them so.)
+        # thread. The NaiveEngine runs operators in the calling thread, in order, so each can use
+        # every core's OpenMP thread. (On a GPU build, whose kernels run asynchronously, set
+        # MXNET_ENGINE_TYPE=ThreadedEnginePerDevice to keep them so.)
         return {"MXNET_ENGINE_TYPE": "NaiveEngine", "OMP_NUM_THREADS": str(cores())}
     return {}  # TensorFlow's and XLA's own thread pools already use every core
 

@@ -70,8 +70,7 @@ def build(variant: str = "classic", device: str = "cpu") -> nn.HybridSequential:
     model.add(*blocks)
     model.initialize(GLOROT_UNIFORM, ctx=resolve_device(device))  # biases keep their bias_initializer="zeros"
     # Hybridized: one cached graph for forward and backward instead of op-by-op Python calls;
-    # static_alloc/static_shape keep its memory plan between calls (together about 10% more
-    # images/s than imperative on a 2-core CPU, where the MKL-DNN kernels dominate).
+    # static_alloc/static_shape keep its memory plan between calls.
     model.hybridize(static_alloc=True, static_shape=True)
     return model
 

@@ -108,8 +108,7 @@ class Trainer(interface.Trainer):
             self.loss_sum = tf.Variable(0.0)
             self.correct = tf.Variable(0, dtype=tf.int64)
         # A [None] signature traces once for every batch length (128, and the last 96). No XLA
-        # (jit_compile): on CPU it ran an epoch 4x slower than TensorFlow's oneDNN kernels
-        # (not yet measured on a GPU).
+        # (jit_compile): on CPU it ran slower than TensorFlow's oneDNN kernels (README, "Speed").
         self._step = tf.function(self._train_step, input_signature=[tf.TensorSpec([None], tf.int64)])
 
     def gather_batch(self, batch_indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
