@@ -15,9 +15,13 @@ def test_second_trainer_reuses_the_compiled_step(fashion_mnist):
     from frameworks.jax.train import _train_step
 
     config = TrainConfig(epochs=1)
-    model = backend.build(config.variant, config.device)
     first_batch = np.arange(config.batch_size)
-    backend.make_trainer(model, fashion_mnist, config).step(first_batch)
+    trainer = backend.make_trainer(backend.build(config.variant, config.device), fashion_mnist, config)
+    trainer.step(first_batch)
+    trainer.step(first_batch)
     compiled = _train_step._cache_size()
-    backend.make_trainer(model, fashion_mnist, config).step(first_batch)
+    # A new trainer, even for a newly built model, and its second step: nothing compiles again.
+    trainer = backend.make_trainer(backend.build(config.variant, config.device), fashion_mnist, config)
+    trainer.step(first_batch)
+    trainer.step(first_batch)
     assert _train_step._cache_size() == compiled

@@ -34,8 +34,11 @@ def flatten(x):
     return x.reshape(x.shape[0], -1)
 
 
-def _pool(pool_function, h):
-    size, stride = int(h["size"]), int(h["stride"])
+@functools.cache
+def _pool(pool_function, size: int, stride: int):
+    """One pooling function per (kind, size, stride), shared by every model: the jitted training step
+    is cached on the model's graph definition, which compares these by identity, so a new one per
+    build() would recompile the step for every new model."""
     return functools.partial(pool_function, window_shape=(size, size), strides=(stride, stride))
 
 
@@ -51,8 +54,8 @@ _LAYERS = {
     ),
     "sigmoid": lambda h, rngs: nnx.sigmoid,
     "relu": lambda h, rngs: nnx.relu,
-    "avg_pool": lambda h, rngs: _pool(nnx.avg_pool, h),
-    "max_pool": lambda h, rngs: _pool(nnx.max_pool, h),
+    "avg_pool": lambda h, rngs: _pool(nnx.avg_pool, int(h["size"]), int(h["stride"])),
+    "max_pool": lambda h, rngs: _pool(nnx.max_pool, int(h["size"]), int(h["stride"])),
     "flatten": lambda h, rngs: flatten,
     # Off (deterministic) unless a training step views the model with deterministic=False.
     "dropout": lambda h, rngs: nnx.Dropout(h["rate"], deterministic=True, rngs=rngs),

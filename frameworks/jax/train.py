@@ -101,7 +101,9 @@ class Trainer(interface.Trainer):
         nnx.reseed(train_model, dropout=config.seed)  # dropout masks come from config.seed, nothing else
         optimizer = make_optimizer(train_model, config)
         self.graphdef, state = nnx.split((train_model, optimizer))
-        self.state = jax.tree.map(jnp.copy, state)  # own buffers, so donating them leaves `model` intact
+        # Own buffers, so donating them leaves `model` intact; all committed to the model's device, as
+        # the step's outputs are, so the second step does not compile again for other placements.
+        self.state = jax.device_put(jax.tree.map(jnp.copy, state), self.device)
         self.images = jax.device_put(to_nhwc(data.train_images[:, None]), self.device)
         self.labels = jax.device_put(data.train_labels.astype(np.int32), self.device)
         # Running totals stay on the device: reading them every step would wait on it every step.
