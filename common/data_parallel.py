@@ -122,6 +122,15 @@ class ReplicaJob:
         return cls(**{**fields, "config": TrainConfig(**fields["config"])})
 
 
+def check_engine(job: ReplicaJob, engines: dict[str, str], cpu_only: bool = False) -> None:
+    """One clear error before any process starts: an engine the framework does not have, or a GPU
+    asked of engines that place their replicas on CPU devices."""
+    if job.engine not in engines:
+        raise ValueError(f"unknown {job.framework} data-parallel engine {job.engine!r}; choose one of {', '.join(engines)}")
+    if cpu_only and job.config.device == "gpu":
+        raise ValueError(f"the {job.framework} data-parallel engines here place their replicas on CPU devices; use device='cpu'")
+
+
 def replica_result_path(out: str | os.PathLike, rank: int) -> Path:
     return Path(out) / f"replica{rank}.json"
 

@@ -9,18 +9,30 @@ section "If you get it wrong" shows them beside the differences table.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from common import reference
-from common.data import FashionMNIST, scale_images
+from common.data import FashionMNIST, load_fashion_mnist, scale_images
+from common.data_parallel import ReplicaJob
 from common.interface import TrainConfig
 from common.training import TrainingDiverged, fit, step_losses
-from common.weights import Weights
+from common.weights import Weights, save_weights
 
 PROBE_SIZE = 64  # the probe batch (the first test images), as in the parity checks
 NOT_MEASURED = "not measured"
+# The data-parallel pitfall trains 3 replicas on the first 600 training images: four batches of
+# 128 (shards of 43, 43, 42) and a last one of 88 (30, 29, 29), so no shard has its neighbours' size.
+REDUCTION_REPLICAS = 3
+REDUCTION_TRAIN_SUBSET = 600
+REDUCTION_TEST_SUBSET = 256
+# One test guards the reduction in every framework: it runs each framework's engine both ways.
+REDUCTION_TEST = "tests/test_data_parallel.py::test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means"
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,15 @@ class PitfallContext:
     def recipe(self, **changes) -> TrainConfig:
         """The comparison's recipe with changes, e.g. recipe(epochs=ctx.short_epochs)."""
         return replace(self.config, **changes)
+
+    def loss_recipe(self) -> TrainConfig:
+        """The short run a loss mistake is measured on: the modern variant under the recipe's SGD.
+
+        Its ReLUs learn within one epoch, while d2l's sigmoid LeNet sits on the plateau of a uniform
+        guess for its first epochs: a short classic run would set chance against chance and show
+        nothing, and the full recipe would cost ten epochs per mistake.
+        """
+        return self.recipe(variant="modern", epochs=self.short_epochs)
 
 
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
@@ -119,4 +140,45 @@ def batch_order_spread(records: list[dict]) -> dict | None:
         "Batch order", "every framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon)",
         ", ".join(curves), f"largest per-epoch training-loss spread across frameworks (two seeds of one framework: {seed_to_seed:.3g})",
         largest_spread("common"), largest_spread("own"), "tests/test_training_loop.py::test_fit_follows_the_batch_order_and_records_every_key",
+    )
+
+
+def reduction_gaps(
+    backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, initial: Weights, config: TrainConfig, data_dir: str | None, steps: int
+) -> tuple[float, float]:
+    """The largest step-loss gap to the 1-replica run of two real REDUCTION_REPLICAS-replica runs of
+    the framework's engine on unequal shards: reducing the right way, then as the mean of the
+    shards' means (ReplicaJob.mean_of_shard_means). The engine reports the global batch's mean loss
+    either way, so the gap is the updates' alone."""
+    data = load_fashion_mnist(data_dir, train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET)
+    model = backend.build(config.variant, config.device)
+    backend.set_weights(model, initial)
+    one_replica = step_losses(backend.make_trainer(model, data, config), data, config, steps)
+    folder = Path(tempfile.mkdtemp(prefix=f"lenet-pitfalls-{backend.name}-replicas-"))
+    try:
+        initial_path = str(save_weights(initial, folder / "initial.npz"))
+        gaps = []
+        for naive in (False, True):
+            job = ReplicaJob(
+                framework=backend.name, engine=engine, replicas=REDUCTION_REPLICAS, config=config, initial_weights=initial_path,
+                out=str(folder / ("mean-of-shard-means" if naive else "global-mean")), steps=steps, data_dir=data_dir,
+                train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET, mean_of_shard_means=naive,
+            )
+            gaps.append(float(np.max(np.abs(np.subtract(train_data_parallel(job)["step_losses"], one_replica)))))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gaps[0], gaps[1]
+
+
+def data_parallel_reduction(ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistake: str) -> dict:
+    """The "Data-parallel reduction" row: ctx.adam_steps SGD steps of the classic recipe on the CPU
+    (no dropout, whose masks each replica would draw on its own), so that the reduction is the
+    runs' only difference."""
+    config = ctx.recipe(variant="classic", epochs=1, device="cpu")
+    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, ctx.initial, config, ctx.data.source or None, ctx.adam_steps)
+    return record(
+        "Data-parallel reduction", mistake, backend.name,
+        f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "
+        f"{ctx.adam_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
+        correct, mistaken, REDUCTION_TEST,
     )

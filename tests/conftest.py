@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from common import spec
 from common.data import DataError, load_fashion_mnist
+from common.interface import TrainConfig
+from common.pitfalls import PitfallContext
 from common.weights import init_weights
 from frameworks import ALL_BACKENDS, BACKENDS, BackendUnavailable, get_backend
 
@@ -43,6 +46,18 @@ def fashion_mnist():
         return load_fashion_mnist(download=False, train_subset=4096, test_subset=1000)
     except DataError as err:
         pytest.skip(f"real Fashion-MNIST not available: {err}")
+
+
+@pytest.fixture
+def tiny_pitfall_context(fashion_mnist):
+    """A PitfallContext in which a backend's measure() runs every pitfall in seconds: 512 training
+    and 256 test images, one epoch of the d2l recipe from init_weights(0), 5 Adam steps."""
+    data = replace(
+        fashion_mnist, train_images=fashion_mnist.train_images[:512], train_labels=fashion_mnist.train_labels[:512],
+        test_images=fashion_mnist.test_images[:256], test_labels=fashion_mnist.test_labels[:256],
+    )
+    config = TrainConfig(epochs=1)
+    return PitfallContext(data=data, config=config, initial=init_weights(config.seed), short_epochs=1, adam_steps=5)
 
 
 def random_weights(seed: int = 1):

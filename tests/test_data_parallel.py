@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from common.data import load_fashion_mnist
-from common.data_parallel import ReplicaJob, global_mean, mean_of_shard_means, shard, shard_bounds
+from common.data_parallel import ReplicaJob, check_engine, global_mean, mean_of_shard_means, shard, shard_bounds
 from common.interface import TrainConfig
 from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
+from common.pitfalls import reduction_gaps
 from common.training import fit, step_losses
 from common.weights import init_weights, load_weights, save_weights
 
@@ -36,6 +37,17 @@ def test_mean_of_shard_means_is_wrong_for_unequal_shards():
     assert global_mean(losses, 3) == pytest.approx(losses.mean(), rel=1e-12)
     assert abs(mean_of_shard_means(losses, 3) - losses.mean()) > 1e-4
     assert mean_of_shard_means(losses, 4) == pytest.approx(losses.mean(), rel=1e-12)  # equal shards agree
+
+
+def test_an_unknown_engine_or_a_gpu_for_cpu_engines_is_refused_with_the_choices():
+    engines = {"multi_process": "one process per replica", "single_process": "N devices in one process"}
+    job = ReplicaJob(framework="jax", engine="nccl", replicas=2, config=TrainConfig(), initial_weights="initial.npz", out="out")
+    with pytest.raises(ValueError, match="unknown jax data-parallel engine 'nccl'; choose one of multi_process, single_process"):
+        check_engine(job, engines)
+    on_gpu = ReplicaJob(framework="jax", engine="multi_process", replicas=2, config=TrainConfig(device="gpu"), initial_weights="i.npz", out="o")
+    with pytest.raises(ValueError, match="place their replicas on CPU devices; use device='cpu'"):
+        check_engine(on_gpu, engines, cpu_only=True)
+    check_engine(on_gpu, engines)  # engines that can use GPUs accept it
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +90,15 @@ def test_every_engine_equals_one_replica(backend, small_data, tmp_path, replicas
         trained = load_weights(result["weights"])
         for name, value in expected_weights.items():
             np.testing.assert_allclose(trained[name], value, atol=1e-4, err_msg=f"{engine}: {name}")
+
+
+@pytest.mark.slow
+def test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means(backend, small_data):
+    """Guards "Data-parallel reduction" in the pitfalls: two real runs of the framework's engine on
+    3 unequal shards (43/43/42, then 30/29/29 on the last batch of 88) against 1 replica. The
+    engine's reduction matches; the naive mean of the shards' means falls outside the tolerance."""
+    distributed = distributed_module(backend)
+    pitfalls = importlib.import_module(f"frameworks.{backend.name}.pitfalls")
+    config = TrainConfig(epochs=1)  # the d2l recipe: classic (no dropout masks to differ), SGD lr 0.1
+    correct, naive = reduction_gaps(backend, distributed.train_data_parallel, pitfalls.REDUCTION_ENGINE, init_weights(0), config, small_data.source, 5)
+    assert correct <= STEP_LOSS_TOL < naive, (correct, naive)

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from common import reference, spec
-from common.data import DataError, load_fashion_mnist
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, STEP_LOSS_TOL
-from common.pitfalls import PitfallContext, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -160,22 +159,19 @@ def test_dropout_is_off_at_evaluation():
 
 
 @pytest.mark.slow
-def test_measure_on_a_tiny_context():
-    try:
-        data = load_fashion_mnist(download=False, train_subset=512, test_subset=256)
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
-    ctx = PitfallContext(data=data, config=TrainConfig(epochs=1), initial=init_weights(0), short_epochs=1, adam_steps=5)
-    records = pitfalls.measure(ctx)
+def test_measure_records_every_pitfall(tiny_pitfall_context):
+    records = pitfalls.measure(tiny_pitfall_context)
     assert {r["difference"] for r in records} == {
-        "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Batch order", "Dropout at evaluation"
+        "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Batch order", "Dropout at evaluation", "Data-parallel reduction",
     }
     for r in records:
         assert RECORD_KEYS <= r.keys() and r["framework"] == "jax" and r["difference"] in DIFFERENCES
         assert isinstance(r["correct"], float) and isinstance(r["mistaken"], float | str), r
         assert "\n" not in r["mistake"] and len(r["mistake"]) < 100
         path, name = r["test"].split("::")
-        assert path == THIS_FILE and name.startswith("test_") and callable(globals().get(name)), r["test"]
+        assert r["test"] == REDUCTION_TEST or (path == THIS_FILE and name.startswith("test_") and callable(globals().get(name))), r["test"]
     padding = next(r for r in records if r["metric"] == "features reaching fc1")
     assert (padding["correct"], padding["mistaken"]) == (400.0, 784.0)
     assert set(next(r for r in records if r["difference"] == "Batch order")["curves"]) == {"common", "own", "other_seed"}
+    reduction = next(r for r in records if r["difference"] == "Data-parallel reduction")
+    assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]

@@ -8,7 +8,6 @@ falls outside it, so removing the handling fails the test.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from common import reference, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
-from common.pitfalls import PitfallContext, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -209,27 +208,24 @@ def test_forward_runs_dropout_in_predict_mode():
 
 
 @pytest.mark.slow
-def test_measure_records_every_pitfall(fashion_mnist):
-    data = replace(
-        fashion_mnist, train_images=fashion_mnist.train_images[:512], train_labels=fashion_mnist.train_labels[:512],
-        test_images=fashion_mnist.test_images[:256], test_labels=fashion_mnist.test_labels[:256],
-    )
-    config = TrainConfig(epochs=1)
-    ctx = PitfallContext(data=data, config=config, initial=init_weights(config.seed), short_epochs=1, adam_steps=5)
+def test_measure_records_every_pitfall(tiny_pitfall_context):
+    ctx = tiny_pitfall_context
     records = pitfalls.measure(ctx)
 
-    assert len(records) == 6 and len({r["difference"] for r in records}) == 6
+    assert len(records) == 7 and len({r["difference"] for r in records}) == 7
     for entry in records:
         assert RECORD_KEYS <= set(entry), entry
         assert entry["difference"] in DIFFERENCES
         assert entry["framework"] == "mxnet"
         path, _, test_name = entry["test"].partition("::")
-        assert path == "tests/test_pitfalls_mxnet.py" and test_name.startswith("test_") and callable(globals().get(test_name)), entry["test"]
+        own_test = path == "tests/test_pitfalls_mxnet.py" and test_name.startswith("test_") and callable(globals().get(test_name))
+        assert own_test or entry["test"] == REDUCTION_TEST, entry["test"]
         assert isinstance(entry["correct"], float), entry
         assert isinstance(entry["mistaken"], (float, str)), entry
 
     by_difference = {entry["difference"]: entry for entry in records}
     assert by_difference["Padding"]["correct"] == 400 and by_difference["Padding"]["mistaken"].startswith("256, then fc1 raises")
     assert by_difference["Dropout at evaluation"]["correct"] == 0.0
+    assert by_difference["Data-parallel reduction"]["correct"] <= STEP_LOSS_TOL < by_difference["Data-parallel reduction"]["mistaken"]
     assert set(by_difference["Batch order"]["curves"]) == {"common", "own", "other_seed"}
     assert all(len(curve) == ctx.short_epochs for curve in by_difference["Batch order"]["curves"].values())

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from common import reference, spec
-from common.data import FashionMNIST, batch_order, load_fashion_mnist, scale_images
+from common.data import FashionMNIST, batch_order, scale_images
 from common.interface import TrainConfig
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL, relative_error
-from common.pitfalls import PitfallContext, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
-from common.weights import init_weights, save_weights
+from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
 from tests.conftest import random_batch, random_weights
 
@@ -30,7 +30,7 @@ except BackendUnavailable as err:  # in the pytorch env conftest makes this an e
 
 import torch  # noqa: E402  (only once pytorch imports)
 
-from frameworks.pytorch import distributed, pitfalls  # noqa: E402
+from frameworks.pytorch import pitfalls  # noqa: E402
 from frameworks.pytorch.convert import canonical_params  # noqa: E402
 
 DIFFERENCES = (
@@ -226,36 +226,15 @@ def test_float32_means_ieee_not_tf32():
 
 
 @pytest.mark.slow
-def test_data_parallel_takes_the_global_mean(fashion_mnist, tmp_path):
-    """Two real 3-replica DDP runs on unequal shards against the oracle's single-process SGD steps."""
-    steps = 5  # the fifth is the 88-image batch, split 30/29/29
-    data = load_fashion_mnist(fashion_mnist.source, train_subset=pitfalls.REPLICA_TRAIN_SUBSET, test_subset=pitfalls.REPLICA_TEST_SUBSET)
-    oracle = get_backend("numpy")
-    oracle_model = oracle.build()
-    oracle.set_weights(oracle_model, init_weights(SGD.seed))
-    expected = step_losses(oracle.make_trainer(oracle_model, data, SGD), data, SGD, steps)
-    initial = save_weights(init_weights(SGD.seed), tmp_path / "initial.npz")
-    gaps = {}
-    for naive in (False, True):
-        job = pitfalls.replica_job(SGD, initial, tmp_path / f"naive{naive:d}", fashion_mnist.source, steps, naive)
-        gaps[naive] = np.max(np.abs(np.subtract(distributed.train_data_parallel(job)["step_losses"], expected)))
-    assert gaps[False] <= STEP_LOSS_TOL < gaps[True], gaps
-
-
-@pytest.mark.slow
-def test_measure_records_every_pitfall(fashion_mnist):
-    data = FashionMNIST(
-        fashion_mnist.train_images[:512], fashion_mnist.train_labels[:512], fashion_mnist.test_images[:256],
-        fashion_mnist.test_labels[:256], source=fashion_mnist.source,
-    )
-    ctx = PitfallContext(data=data, config=SGD, initial=init_weights(0), short_epochs=1, adam_steps=5)
-    records = pitfalls.measure(ctx)
+def test_measure_records_every_pitfall(tiny_pitfall_context):
+    records = pitfalls.measure(tiny_pitfall_context)
     this_module = sys.modules[__name__]
     for entry in records:
         assert RECORD_KEYS <= set(entry), entry
         assert entry["difference"] in DIFFERENCES and entry["framework"] == "pytorch"
         path, test_name = entry["test"].split("::")
-        assert path == "tests/test_pitfalls_pytorch.py" and callable(getattr(this_module, test_name, None)), entry["test"]
+        own_test = path == "tests/test_pitfalls_pytorch.py" and callable(getattr(this_module, test_name, None))
+        assert own_test or entry["test"] == REDUCTION_TEST, entry["test"]
         assert all(isinstance(entry[key], (float, str)) for key in ("correct", "mistaken")), entry
     assert {entry["difference"] for entry in records} == {
         "Initializer", "Loss", "Padding", "Batch order", "Dropout at evaluation", "Float32 on GPUs (TF32)", "Data-parallel reduction",

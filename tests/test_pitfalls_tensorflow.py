@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from common import reference, spec
-from common.data import DataError, FashionMNIST, batch_order, load_fashion_mnist, scale_images
+from common.data import FashionMNIST, batch_order, scale_images
 from common.interface import TrainConfig, param_mismatches, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
-from common.pitfalls import PitfallContext
+from common.pitfalls import REDUCTION_TEST
 from common.report import DIFFERENCES
 from common.training import step_losses
 from common.weights import init_weights
@@ -35,6 +35,7 @@ from frameworks.tensorflow import pitfalls  # noqa: E402
 
 TENSORFLOW_PITFALLS = (
     "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order", "Dropout at evaluation",
+    "Data-parallel reduction",
 )
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
 
@@ -180,13 +181,8 @@ def test_dropout_is_off_at_evaluation():
 
 
 @pytest.mark.slow
-def test_measure_records_every_pitfall():
-    try:
-        data = load_fashion_mnist(download=False, train_subset=512, test_subset=256)
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
-    ctx = PitfallContext(data=data, config=TrainConfig(epochs=1), initial=init_weights(0), short_epochs=1, adam_steps=5)
-    records = pitfalls.measure(ctx)
+def test_measure_records_every_pitfall(tiny_pitfall_context):
+    records = pitfalls.measure(tiny_pitfall_context)
     json.dumps(records)  # they travel in summary.json
 
     report_differences = {title for title, _, _ in DIFFERENCES}
@@ -196,7 +192,8 @@ def test_measure_records_every_pitfall():
         assert "\n" not in row["mistake"] and row["metric"], row
         assert all(isinstance(row[key], (int, float, str)) for key in ("correct", "mistaken")), row
         test_file, test_name = row["test"].split("::")
-        assert test_file == "tests/test_pitfalls_tensorflow.py" and test_name.startswith("test_") and callable(globals().get(test_name)), row
+        own_test = test_file == "tests/test_pitfalls_tensorflow.py" and test_name.startswith("test_") and callable(globals().get(test_name))
+        assert own_test or row["test"] == REDUCTION_TEST, row
     assert sorted({row["difference"] for row in records}) == sorted(TENSORFLOW_PITFALLS)
 
     by_metric = {(row["difference"], row["metric"]): row for row in records}
@@ -204,6 +201,8 @@ def test_measure_records_every_pitfall():
         forward = by_metric[difference, "forward max abs error vs oracle"]
         assert forward["correct"] <= FORWARD_TOL < forward["mistaken"]
     assert (by_metric["Padding", "parameters"]["correct"], by_metric["Padding", "parameters"]["mistaken"]) == (61706, 107786)
+    [reduction] = [row for row in records if row["difference"] == "Data-parallel reduction"]
+    assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
     assert by_metric["Dropout at evaluation", "test-accuracy spread over 5 evaluations"]["correct"] == 0
     [adam] = [row for row in records if row["difference"] == "Optimizer defaults"]
     assert adam["correct"] <= STEP_LOSS_TOL

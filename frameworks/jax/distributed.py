@@ -78,24 +78,37 @@ def _global_mean_loss(model: LeNet, x: jax.Array, y: jax.Array, weight: jax.Arra
     return jnp.sum(weight * losses) / jnp.sum(weight), (logits, losses)
 
 
-def _train_step(graphdef, state, totals, images, labels, batch_indices, weight):
+def _mean_of_shard_means_loss(model: LeNet, x: jax.Array, y: jax.Array, weight: jax.Array, replicas: int):
+    """Pitfalls only (ReplicaJob.mean_of_shard_means): each device's mean over its own real examples,
+    then the mean of those, as lax.pmean of per-device means gives. frameworks/jax/pitfalls.py
+    measures what it costs when the shards are unequal."""
+    _, (logits, losses) = _global_mean_loss(model, x, y, weight)
+    per_device = (weight * losses).reshape(replicas, -1).sum(axis=1) / weight.reshape(replicas, -1).sum(axis=1)
+    return jnp.mean(per_device), (logits, losses)
+
+
+def _train_step(loss_function, graphdef, state, totals, images, labels, batch_indices, weight):
     """train.py's step, with the loss weighted over a padded, sharded batch."""
     model, optimizer = nnx.merge(graphdef, state)
     x = images[batch_indices].astype(jnp.float32) / 255  # as common.data.scale_images
     y = labels[batch_indices]
-    (loss, (logits, losses)), grads = nnx.value_and_grad(_global_mean_loss, has_aux=True)(model, x, y, weight)
+    (_, (logits, losses)), grads = nnx.value_and_grad(loss_function, has_aux=True)(model, x, y, weight)
     optimizer.update(model, grads)
     loss_sum, correct = totals
     correct_here = (logits.argmax(axis=1) == y) & (weight > 0)
+    loss = jnp.sum(weight * losses) / jnp.sum(weight)  # reported: the global batch's mean, whatever was differentiated
     totals = (loss_sum + jnp.sum(weight * losses), correct + jnp.sum(correct_here, dtype=correct.dtype))
     return nnx.state((model, optimizer)), totals, loss
 
 
 @functools.cache
-def _compiled_step(mesh: Mesh):
+def _compiled_step(mesh: Mesh, mean_of_shard_means: bool = False):
+    loss_function = functools.partial(_mean_of_shard_means_loss, replicas=mesh.devices.size) if mean_of_shard_means else _global_mean_loss
     # Outputs pinned to "replicated": every device keeps a full, identical copy of the weights.
     # State and totals are donated, as in train.py: XLA updates their buffers in place.
-    return jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2), out_shardings=NamedSharding(mesh, PartitionSpec()))
+    return jax.jit(
+        functools.partial(_train_step, loss_function), static_argnums=0, donate_argnums=(1, 2), out_shardings=NamedSharding(mesh, PartitionSpec())
+    )
 
 
 def _replicate(tree, sharding: NamedSharding):
@@ -120,7 +133,7 @@ class DataParallelTrainer(interface.Trainer):
     per-device slots of the global batch; jax.jit runs the step over all devices at once.
     """
 
-    def __init__(self, model: LeNet, data, config: interface.TrainConfig, mesh: Mesh):
+    def __init__(self, model: LeNet, data, config: interface.TrainConfig, mesh: Mesh, mean_of_shard_means: bool = False):
         self.model = model
         self.home = backend.model_device(model)  # where sync_model puts the weights for evaluate()
         self.replicas = mesh.devices.size
@@ -134,7 +147,7 @@ class DataParallelTrainer(interface.Trainer):
         self.graphdef = single.graphdef
         self.state, self.images, self.labels = _replicate((single.state, single.images, single.labels), self.replicated)
         self.totals = self._zero_totals()
-        self.step_function = _compiled_step(mesh)
+        self.step_function = _compiled_step(mesh, mean_of_shard_means)
 
     def _zero_totals(self):
         return _replicate((np.float32(0), np.int32(0)), self.replicated)
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     trainers = []
 
     def make_trainer(model, data, config):
-        trainers.append(DataParallelTrainer(model, data, config, mesh))
+        trainers.append(DataParallelTrainer(model, data, config, mesh, job.mean_of_shard_means))
         return trainers[-1]
 
     data_parallel.train_replica(backend, job, jax.process_index(), build_on_this_process(job.config.variant), make_trainer)
@@ -244,10 +257,7 @@ def _replica_env(processes: int, devices_per_process: int) -> dict[str, str]:
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch job.replicas replicas with job.engine, wait at most job.timeout, and collect their results."""
-    if job.engine not in ENGINES:
-        raise ValueError(f"unknown JAX data-parallel engine {job.engine!r}; choose from {', '.join(ENGINES)}")
-    if job.config.device == "gpu":
-        raise ValueError("the JAX data-parallel engines here run on CPU devices; use device='cpu'")
+    data_parallel.check_engine(job, ENGINES, cpu_only=True)
     out = Path(job.out)
     job_path = str(job.save(out / "replica-job.json"))
     if job.engine == "multi_process":

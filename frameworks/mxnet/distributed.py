@@ -75,9 +75,11 @@ class KVStoreGroup:
     """
 
     def __init__(
-        self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path, step_timeout: float
+        self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path, step_timeout: float,
+        mean_of_shard_means: bool = False,
     ):
         self.kvstore, self.contexts, self.shard_count, self.step_timeout = kvstore, contexts, shard_count, step_timeout
+        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
         self.shard_ranks = range(first_shard, first_shard + len(contexts))
         self.fresh_state = fresh_state
         self.optimizer: mx.gluon.Trainer | None = None
@@ -116,6 +118,7 @@ class DataParallelTrainer(interface.Trainer):
         # finished after job.timeout, so a hang is reported within it.
         faulthandler.dump_traceback_later(group.step_timeout, exit=True)
         shard_outputs = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
+        differentiated = []  # what each context backpropagates
         with autograd.record():  # train mode: dropout on
             for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
                 indices, weight = data_parallel.shard(global_batch_indices, group.shard_count, shard_rank), 1.0
@@ -126,14 +129,17 @@ class DataParallelTrainer(interface.Trainer):
                     indices, weight = global_batch_indices[:1], 0.0
                 x, y = gather_batch(images, labels, indices)
                 logits = self.model(x)
-                shard_outputs.append((per_example_cross_entropy(logits, y) * weight, logits, y, weight))
-        autograd.backward([losses for losses, *_ in shard_outputs])
+                losses = per_example_cross_entropy(logits, y) * weight
+                shard_outputs.append((losses, logits, y, weight))
+                # Pitfalls only: the shard's MEAN, whose cost frameworks/mxnet/pitfalls.py measures.
+                differentiated.append(losses.mean() if group.mean_of_shard_means else losses)
+        autograd.backward(differentiated)
         # The kvstore SUMS the contexts' and workers' gradients and step(n) scales the sum by 1/n.
         # Each shard backpropagates its per-example losses, i.e. the gradient of its loss SUM, so
         # the kvstore's sum is the gradient of the global batch's loss sum, and n = the GLOBAL
         # batch size makes it the gradient of the global mean for any split: 128 over 3 replicas
-        # is 43 + 43 + 42. Shard MEANS summed (or averaged) would weigh the 42 examples more.
-        group.optimizer.step(len(global_batch_indices))
+        # is 43 + 43 + 42. Shard MEANS summed (step(N) averages them) would weigh the 42 examples more.
+        group.optimizer.step(group.shard_count if group.mean_of_shard_means else len(global_batch_indices))
         shard_totals = [
             mx.nd.concat(losses.sum(), (logits.argmax(axis=1) == y).sum() * weight, dim=0) for losses, logits, y, weight in shard_outputs
         ]
@@ -188,8 +194,7 @@ def dist_sync_launch(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[lis
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
-    if job.engine not in ENGINES:
-        raise ValueError(f"unknown mxnet data-parallel engine {job.engine!r}; choose from {', '.join(ENGINES)}")
+    data_parallel.check_engine(job, ENGINES)
     out = Path(job.out)
     job_path = job.save(out / "replica-job.json")
     kind = backend.resolve_device(job.config.device).device_type
@@ -222,7 +227,7 @@ def run_replica(job: data_parallel.ReplicaJob) -> None:
     model = backend.build(job.config.variant, job.config.device)
     model.collect_params().reset_ctx(contexts)  # one copy of the parameters per context
     fresh_state = Path(job.out) / f"replica{rank}_fresh_optimizer.states"
-    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout)
+    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout, job.mean_of_shard_means)
     data_parallel.train_replica(backend, job, rank, model, group.make_trainer)
     # The local engine's contexts are its replicas: the harness compares their copies with context 0's.
     for shard_rank, context in enumerate(contexts[1:], first_shard + 1):

@@ -19,13 +19,16 @@ from mxnet.gluon import nn
 
 from common import spec
 from common.interface import DEFAULT_LR, TrainConfig
-from common.pitfalls import PitfallContext, final_accuracy, record, spread
+from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, record, spread
 from common.training import TrainingDiverged, evaluate_with, fit, step_losses
 from frameworks import get_backend
 from frameworks import mxnet as backend
+from frameworks.mxnet import distributed
 from frameworks.mxnet.model import _DONE_BY_DENSE, _LAYERS, GLOROT_UNIFORM, model_device, resolve_device
 
 FRAMEWORK = "mxnet"
+# The data-parallel reduction pitfall's engine: one that starts in seconds (see data_parallel_reduction)
+REDUCTION_ENGINE = "local"
 TEST_FILE = "tests/test_pitfalls_mxnet.py"
 ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this length
 DROPOUT_EVALUATIONS = 5
@@ -363,7 +366,7 @@ def accuracy_with_dropout_on(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
-    config = ctx.recipe(variant="modern", optimizer="adam", lr=DEFAULT_LR["adam"], epochs=ctx.short_epochs)
+    config = ctx.loss_recipe()  # the short modern run every framework's dropout pitfall trains
     model = model_from(ctx.initial, config)
     backend.train(model, ctx.data, config)
     x, y = ctx.test_x, ctx.data.test_labels
@@ -372,10 +375,25 @@ def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
     return dict(
         record(
             "Dropout at evaluation", "with autograd.train_mode(): accuracy = evaluate(net, test_x, test_y)", FRAMEWORK,
-            f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations",
+            f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, SGD, {epochs_text(config.epochs)})",
             spread(predict_mode), spread(train_mode), guarded_by("test_forward_runs_dropout_in_predict_mode"),
         ),
         accuracies=dict(predict_mode=predict_mode, train_mode=train_mode),
+    )
+
+
+# --- Data-parallel reduction -----------------------------------------------------------------
+# The kvstore sums the contexts' gradients and step(n) divides by n. Each context backpropagating
+# its shard's MEAN with step(number of contexts) makes the update the mean of the shard means,
+# which weighs the examples of a smaller shard more (distributed.DataParallelTrainer.step). The
+# one-process engine ("local", one context per replica) sums the same way as dist_sync and starts
+# in seconds.
+
+
+def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
+    return data_parallel_reduction(
+        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
+        "autograd.backward([l.mean() for l in shard_losses]); trainer.step(len(ctxs))",
     )
 
 
@@ -389,4 +407,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         measure_adam_eps(ctx),
         measure_batch_order(ctx),
         measure_dropout_at_evaluation(ctx),
+        measure_data_parallel_reduction(ctx),
     ]

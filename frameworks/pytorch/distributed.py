@@ -47,6 +47,7 @@ from common.data_parallel import (
     LOOPBACK,
     ReplicaFailed,
     ReplicaJob,
+    check_engine,
     collect,
     free_port,
     python_module,
@@ -135,8 +136,7 @@ def replica_env(replicas: int) -> dict[str, str]:
 
 def train_data_parallel(job: ReplicaJob) -> dict:
     """Launch job.replicas DDP replicas with torchrun on this machine and collect what they wrote."""
-    if job.engine not in ENGINES:
-        raise ValueError(f"unknown pytorch data-parallel engine {job.engine!r}; choose from {', '.join(ENGINES)}")
+    check_engine(job, ENGINES)
     devices = replica_devices(job)
     out = Path(job.out)
     job_path = job.save(out / "replica-job.json")

@@ -9,11 +9,8 @@ guards each difference (the correct handling matches the oracle, the mistake doe
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,23 +19,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from common import spec
-from common.data import FashionMNIST, load_fashion_mnist
-from common.data_parallel import ReplicaJob
+from common.data import FashionMNIST
 from common.interface import LayerRow, TrainConfig
-from common.pitfalls import NOT_MEASURED, PitfallContext, final_accuracy, max_abs_error_vs_oracle, record, spread
-from common.training import evaluate_with, fit, step_losses
-from common.weights import save_weights
+from common.pitfalls import NOT_MEASURED, PitfallContext, data_parallel_reduction, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.training import evaluate_with, fit
 from frameworks import pytorch as backend
 from frameworks.pytorch import distributed
 from frameworks.pytorch.train import Trainer, cross_entropy
 
+# The data-parallel reduction pitfall's engine: torchrun with DDP over gloo, as the comparison runs it
+REDUCTION_ENGINE = distributed.DEFAULT_ENGINE
 TESTS = "tests/test_pitfalls_pytorch.py::"
 EVALUATIONS = 5  # test-set evaluations of one trained model, for the dropout pitfall
-# The data-parallel pitfall trains 3 replicas on the first 600 training images: four batches of
-# 128 (shards of 43, 43, 42) and a last one of 88 (30, 29, 29), so no shard has its neighbours' size.
-REPLICAS = 3
-REPLICA_TRAIN_SUBSET = 600
-REPLICA_TEST_SUBSET = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,22 +232,30 @@ def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
     )
 
 
-def measure_softmax_before_loss(ctx: PitfallContext, correct: float | str) -> dict:
-    return record(
-        "Loss", "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, f"final test accuracy ({recipe_text(ctx.config)})",
-        correct, final_test_accuracy(ctx, ctx.config, SoftmaxBeforeLossTrainer), TESTS + "test_loss_takes_logits_not_probabilities",
-    )
+def train_correct_short_modern(ctx: PitfallContext) -> tuple[nn.Module, float]:
+    """The correct run of ctx.loss_recipe() (modern, SGD, short): the loss mistakes are set against
+    its accuracy, and its dropout layer is what the dropout mistake leaves on."""
+    config = ctx.loss_recipe()
+    model = start_model(ctx, config.variant, config.device)
+    history = fit(Trainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+    return model, history[-1]["test_accuracy"]
 
 
-def measure_summed_loss(ctx: PitfallContext) -> dict:
-    # In the modern variant: its ReLUs are unbounded, so steps 128 times too large blow the loss up
-    # within the short run. The classic variant's sigmoids saturate instead and the network stalls,
-    # which a short run cannot tell from the plateau the correct classic run itself starts on.
-    config = ctx.recipe(variant="modern", epochs=ctx.short_epochs)
-    return record(
-        "Loss", 'F.cross_entropy(logits, y, reduction="sum")', backend.name, f"final test accuracy, or the divergence ({recipe_text(config)})",
-        final_test_accuracy(ctx, config), final_test_accuracy(ctx, config, SummedLossTrainer), TESTS + "test_loss_is_the_batch_mean_not_the_sum",
-    )
+def measure_loss_mistakes(ctx: PitfallContext, correct: float) -> list[dict]:
+    config = ctx.loss_recipe()
+    metric = f"final test accuracy, or the divergence ({recipe_text(config)})"
+    return [
+        record(
+            "Loss", "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, metric,
+            correct, final_test_accuracy(ctx, config, SoftmaxBeforeLossTrainer), TESTS + "test_loss_takes_logits_not_probabilities",
+        ),
+        # Steps 128 times too large: the modern variant's unbounded ReLUs blow the loss up within the
+        # short run (the classic sigmoids would saturate and stall instead).
+        record(
+            "Loss", 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
+            correct, final_test_accuracy(ctx, config, SummedLossTrainer), TESTS + "test_loss_is_the_batch_mean_not_the_sum",
+        ),
+    ]
 
 
 def measure_padding(ctx: PitfallContext) -> list[dict]:
@@ -296,10 +296,8 @@ def measure_batch_order(ctx: PitfallContext) -> dict:
     return entry
 
 
-def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
-    config = ctx.recipe(variant="modern", optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
-    model = start_model(ctx, config.variant, config.device)
-    fit(Trainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+def measure_dropout_at_evaluation(ctx: PitfallContext, model: nn.Module) -> dict:
+    config = ctx.loss_recipe()  # what trained the model
     test_x, test_y = ctx.test_x, ctx.data.test_labels
     in_eval_mode = [backend.evaluate(model, test_x, test_y)[1] for _ in range(EVALUATIONS)]
     in_train_mode = [evaluate_with(lambda chunk: forward_in_train_mode(model, chunk), test_x, test_y)[1] for _ in range(EVALUATIONS)]
@@ -327,54 +325,25 @@ def measure_tf32(ctx: PitfallContext) -> dict:
     )
 
 
-def replica_job(config: TrainConfig, initial_weights: Path, out: Path, data_dir: str | None, steps: int, mean_of_shard_means: bool) -> ReplicaJob:
-    """A real 3-replica DistributedDataParallel run (torchrun, gloo) of `steps` steps on the first
-    REPLICA_TRAIN_SUBSET images, each replica's loss reduced the right way or the naive one."""
-    return ReplicaJob(
-        framework=backend.name, engine=distributed.DEFAULT_ENGINE, replicas=REPLICAS, config=config,
-        initial_weights=str(initial_weights), out=str(out), steps=steps, data_dir=data_dir,
-        train_subset=REPLICA_TRAIN_SUBSET, test_subset=REPLICA_TEST_SUBSET, mean_of_shard_means=mean_of_shard_means,
-    )
-
-
 def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
-    # DDP averages the replicas' gradients with equal weights. If each replica back-propagates its
-    # shard's MEAN loss, the update follows the mean of the shard means, which weighs an example of
-    # a 42-example shard more than one of a 43-example shard: not the global batch's mean loss.
-    # Classic (no dropout: each replica would draw its own masks) and on the CPU (on GPUs each
-    # replica needs a GPU of its own), so that the reduction is the runs' only difference.
-    config = ctx.recipe(variant="classic", epochs=1, device="cpu")
-    steps = ctx.adam_steps
-    data_dir = ctx.data.source or None  # the replicas load these same files
-    data = load_fashion_mnist(data_dir, train_subset=REPLICA_TRAIN_SUBSET, test_subset=REPLICA_TEST_SUBSET)
-    one_replica = step_losses(Trainer(start_model(ctx, config.variant, config.device), data, config), data, config, steps)
-    folder = Path(tempfile.mkdtemp(prefix="lenet-pitfalls-ddp-"))
-    try:
-        initial = save_weights(ctx.initial, folder / "initial.npz")
-        gaps = []
-        for naive in (False, True):
-            job = replica_job(config, initial, folder / ("mean-of-shard-means" if naive else "global-mean"), data_dir, steps, naive)
-            gaps.append(float(np.max(np.abs(np.subtract(distributed.train_data_parallel(job)["step_losses"], one_replica)))))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return record(
-        "Data-parallel reduction", "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages",
-        backend.name, f"max step-loss gap vs 1 replica ({REPLICAS} replicas, unequal shards; {steps} steps on {REPLICA_TRAIN_SUBSET} images)",
-        gaps[0], gaps[1], TESTS + "test_data_parallel_takes_the_global_mean",
+    # DDP averages the replicas' gradients with equal weights: a replica that back-propagates its
+    # shard's MEAN loss makes the update the mean of the shard means (distributed.DataParallelTrainer).
+    return data_parallel_reduction(
+        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
+        "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages",
     )
 
 
 def measure(ctx: PitfallContext) -> list[dict]:
     """One record per PyTorch pitfall (two for padding), each mistake measured against the correct
     run from the same start."""
-    correct = correct_final_accuracy(ctx)
+    short_modern_model, short_modern_accuracy = train_correct_short_modern(ctx)
     return [
-        measure_initializer(ctx, correct),
-        measure_softmax_before_loss(ctx, correct),
-        measure_summed_loss(ctx),
+        measure_initializer(ctx, correct_final_accuracy(ctx)),
+        *measure_loss_mistakes(ctx, short_modern_accuracy),
         *measure_padding(ctx),
         measure_batch_order(ctx),
-        measure_dropout_at_evaluation(ctx),
+        measure_dropout_at_evaluation(ctx, short_modern_model),
         measure_tf32(ctx),
         measure_data_parallel_reduction(ctx),
     ]

@@ -56,8 +56,9 @@ class DataParallelTrainer(Trainer):
     """The backend's Trainer (training set on the device as uint8, the backend's optimizer) run as
     one replica of a tf.distribute strategy: strategy.run steps every local replica on its shard."""
 
-    def __init__(self, model: keras.Model, data, config: TrainConfig, strategy: tf.distribute.Strategy):
+    def __init__(self, model: keras.Model, data, config: TrainConfig, strategy: tf.distribute.Strategy, mean_of_shard_means: bool = False):
         self.strategy = strategy
+        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
         with strategy.scope():  # the optimizer's slots and the epoch totals become mirrored variables
             super().__init__(model, data, config)
         # Replaces the single-device step. The global batch travels as one ragged tensor, a row
@@ -78,9 +79,12 @@ class DataParallelTrainer(Trainer):
             # divides by this shard's size times the number of replicas instead, which weighs the
             # examples of a smaller shard more.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-        self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
+            # Pitfalls only (ReplicaJob.mean_of_shard_means): compute_average_loss's own divisor, the
+            # naive reduction whose cost frameworks/tensorflow/pitfalls.py measures.
+            differentiated = tf.nn.compute_average_loss(per_example) if self.mean_of_shard_means else loss
+        self.optimizer.apply(tape.gradient(differentiated, self.variables), self.variables)
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.float32))
-        return tf.stack([loss, correct])
+        return tf.stack([loss, correct])  # the reported loss stays the global batch's mean either way
 
     def _distributed_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
         own_shard = self.strategy.experimental_distribute_values_from_function(lambda ctx: shards[ctx.replica_id_in_sync_group])
@@ -135,7 +139,10 @@ def main(argv: list[str]) -> int:
         raise RuntimeError(f"the strategy has {strategy.num_replicas_in_sync} replicas, the job asks for {job.replicas}")
     with strategy.scope():  # variables created here are mirrored on every replica
         model = backend.build(job.config.variant, "cpu")
-    data_parallel.train_replica(backend, job, rank, model, lambda model, data, config: DataParallelTrainer(model, data, config, strategy))
+    def make_trainer(model, data, config):
+        return DataParallelTrainer(model, data, config, strategy, job.mean_of_shard_means)
+
+    data_parallel.train_replica(backend, job, rank, model, make_trainer)
     save_other_local_replicas(model, strategy, job)
     return 0
 
@@ -169,10 +176,7 @@ def replica_env(job: data_parallel.ReplicaJob) -> dict[str, str]:
 
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
-    if job.engine not in ENGINES:
-        raise ValueError(f"unknown tensorflow data-parallel engine {job.engine!r}; choose one of {', '.join(ENGINES)}")
-    if job.config.device == "gpu":
-        raise ValueError("the tensorflow data-parallel engines place their replicas on CPU devices; use device='cpu'")
+    data_parallel.check_engine(job, ENGINES, cpu_only=True)
     out = Path(job.out)
     job_path = job.save(out / "replica-job.json")
     commands, names, devices = replica_commands(job, job_path)

@@ -19,15 +19,19 @@ import tensorflow as tf
 from common import interface, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig
-from common.pitfalls import PitfallContext, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, max_abs_error_vs_oracle, record, spread
 from common.training import evaluate_with, step_losses
 from common.weights import Weights, check_weights, oihw_to_hwio, to_channels_last
 from frameworks import tensorflow as backend
 from frameworks.numpy.train import Adam as OracleAdam
+from frameworks.numpy.train import Trainer as OracleTrainer
+from frameworks.tensorflow import distributed
 from frameworks.tensorflow.convert import canonical_params
 from frameworks.tensorflow.model import model_device, to_nhwc
 from frameworks.tensorflow.train import Trainer
 
+# The data-parallel reduction pitfall's engine: one that starts in seconds (see data_parallel_reduction)
+REDUCTION_ENGINE = "mirrored"
 TEST_FILE = "tests/test_pitfalls_tensorflow.py"
 KERAS_DEFAULT_EPSILON = 1e-7  # keras.optimizers.Adam's default; the recipe's (and PyTorch's, optax's, MXNet's) is 1e-8
 DROPOUT_EVALUATIONS = 5
@@ -129,14 +133,15 @@ class KerasDefaultAdamTrainer(Trainer):
             self.optimizer.build(self.variables)
 
 
-class OracleAdamTrainer(interface.Trainer):
+class OracleAdamTrainer(OracleTrainer):
     """The yardstick for Adam: the numpy oracle backend's Adam (frameworks/numpy/train.py::Adam: eps
     after the bias correction, as PyTorch and optax write it, in float64), fed this framework's
     gradients of the same batches.
 
     The whole float64 oracle backend would compute the same updates, but its hand-written float64
     convolutions are far too slow for a measurement of many steps; driving its Adam with TensorFlow's
-    gradients confines the comparison to Adam's update rule, which is what differs.
+    gradients confines the comparison to Adam's update rule, which is what differs. It keeps the
+    oracle Trainer's running totals (epoch_totals) and replaces its forward and backward pass.
     """
 
     def __init__(self, model: keras.Model, data: FashionMNIST, config: TrainConfig):
@@ -155,11 +160,6 @@ class OracleAdamTrainer(interface.Trainer):
         self.loss_sum += loss * len(y)
         self.correct += int((logits.argmax(axis=1) == y).sum())
         return loss
-
-    def epoch_totals(self) -> tuple[float, int]:
-        totals = self.loss_sum, self.correct
-        self.loss_sum, self.correct = 0.0, 0
-        return totals
 
 
 # --- Batch order: TensorFlow's own shuffling instead of the common order ----------------------------------------
@@ -238,6 +238,14 @@ class CorrectRuns:
     def final_accuracy(self) -> float:
         return self.full_history[-1]["test_accuracy"]
 
+    @cached_property
+    def short_modern_run(self) -> tuple[keras.Model, float]:
+        """The correct run of ctx.loss_recipe() (the modern variant, SGD, short): the loss mistake is
+        set against its accuracy, and its dropout layer is what the dropout mistake leaves on."""
+        config = self.ctx.loss_recipe()
+        model = self.start(config)
+        return model, backend.train(model, self.ctx.data, config)[-1]["test_accuracy"]
+
 
 def weight_loading_costs(ctx: PitfallContext, runs: CorrectRuns, difference: str, mistake: str, load_wrongly, test: str) -> list[dict]:
     """A weight-loading mistake against backend.set_weights: on the forward pass (vs the oracle, from
@@ -310,14 +318,15 @@ def initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
 
 
 def loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    """The full recipe with Keras's default from_logits=False on the logits (the effect needs real training)."""
-    model = runs.start(ctx.config)
-    trainer = KerasDefaultLossTrainer(model, ctx.data, ctx.config)
-    mistaken = final_accuracy(trainer, lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
+    """Keras's default from_logits=False on the logits, on the short modern run (common.pitfalls.PitfallContext.loss_recipe)."""
+    config = ctx.loss_recipe()
+    model = runs.start(config)
+    mistaken = final_accuracy(KerasDefaultLossTrainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
     return [
         record(
             "Loss", "keras.losses.SparseCategoricalCrossentropy()(y, logits)  # from_logits=False on raw logits",
-            backend.name, "final test accuracy", runs.final_accuracy(), mistaken, guarded_by("test_loss_needs_from_logits"),
+            backend.name, f"final test accuracy ({config.variant} variant, SGD, {config.epochs} epoch(s))", runs.short_modern_run[1], mistaken,
+            guarded_by("test_loss_needs_from_logits"),
         )
     ]
 
@@ -376,11 +385,9 @@ def batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
 
 
 def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    """The modern variant trained briefly with Adam, then the test set evaluated repeatedly with
-    dropout off (training=False) and left on (training=True)."""
-    config = ctx.recipe(variant="modern", optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
-    model = runs.start(config)
-    backend.train(model, ctx.data, config)
+    """The short modern run's network, its test set evaluated repeatedly with dropout off
+    (training=False) and left on (training=True)."""
+    model = runs.short_modern_run[0]
 
     def accuracies(forward) -> list[float]:
         return [evaluate_with(lambda chunk: forward(model, chunk), ctx.test_x, ctx.data.test_labels)[1] for _ in range(DROPOUT_EVALUATIONS)]
@@ -391,6 +398,19 @@ def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return [
         record("Dropout at evaluation", mistake, backend.name, f"{what} over {DROPOUT_EVALUATIONS} evaluations", cost(correct), cost(mistaken), test)
         for what, cost in costs.items()
+    ]
+
+
+def data_parallel_reduction_cost(ctx: PitfallContext) -> list[dict]:
+    """MirroredStrategy SUMS the replicas' gradients; compute_average_loss without global_batch_size
+    divides each replica's loss by its own shard's size times the replicas, which makes the update
+    the mean of the shard means (distributed.DataParallelTrainer._replica_step). The one-process
+    engine: the reduction is the same as across workers, and it starts in seconds."""
+    return [
+        data_parallel_reduction(
+            ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
+            "loss = tf.nn.compute_average_loss(per_example_loss)  # no global_batch_size: each shard's own mean",
+        )
     ]
 
 
@@ -406,4 +426,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         *optimizer_defaults(ctx, runs),
         *batch_order(ctx, runs),
         *dropout_at_evaluation(ctx, runs),
+        *data_parallel_reduction_cost(ctx),
     ]
