@@ -34,13 +34,15 @@ from common.runtime import cores
 from common.training import fit, step_losses
 from common.weights import load_weights, save_weights
 
-# Bounds every collective and every replica process: a replica that dies leaves the others waiting
-# in an all-reduce, so each engine passes this to its own timeout setting, and the launcher ends
-# any process still running after it.
+# Bounds every collective and every stall: a replica that dies leaves the others waiting in an
+# all-reduce, so each engine passes this to its own timeout setting, and the launcher ends the
+# processes once no replica has made progress (a training step, see Heartbeat) for this long.
+# A long run is not a stall: ten full epochs take far longer than this.
 COLLECTIVE_TIMEOUT_S = 120
 # The launcher waits this much longer than a collective may, so that a hung peer is reported by
 # the engine's own timeout error (which names it) rather than by the launcher's deadline.
 START_UP_MARGIN_S = 60
+HEARTBEAT_INTERVAL_S = 1.0
 STOP_GRACE_S = 5  # after SIGTERM, how long a launcher (torchrun) may take to end its own workers
 LOOPBACK = "127.0.0.1"
 
@@ -139,6 +141,31 @@ def replica_weights_path(out: str | os.PathLike, rank: int) -> Path:
     return Path(out) / f"replica{rank}_weights.npz"
 
 
+def heartbeat_path(out: str | os.PathLike, rank: int) -> Path:
+    return Path(out) / f"replica{rank}.alive"
+
+
+class Heartbeat:
+    """Touches a replica's heartbeat file as it trains (at most once a second), so the launcher
+    can tell a long run from a hung one by the file's modification time."""
+
+    def __init__(self, path: Path):
+        self.path, self.last = path, float("-inf")
+        self()
+
+    def __call__(self, *_progress) -> None:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_INTERVAL_S:
+            self.path.touch()
+            self.last = now
+
+
+def last_heartbeat(folder: Path | None) -> float:
+    """The newest heartbeat's wall-clock time under folder, or -inf when there is none."""
+    times = [path.stat().st_mtime for path in folder.glob("replica*.alive")] if folder else []
+    return max(times, default=float("-inf"))
+
+
 def train_replica(backend, job: ReplicaJob, rank: int, model, make_trainer: Callable, evaluate: Callable | None = None) -> dict:
     """One replica's run with the common batch order: the first job.steps losses, then job.config's
     epochs from the same start. make_trainer(model, data, config) returns the engine's trainer,
@@ -153,20 +180,23 @@ def train_replica(backend, job: ReplicaJob, rank: int, model, make_trainer: Call
     first_steps = step_losses(make_trainer(model, data, config), data, config, job.steps) if job.steps else []
     backend.set_weights(model, initial)
     evaluate = evaluate or (lambda x, y: backend.evaluate(model, x, y))
-    history = fit(make_trainer(model, data, config), evaluate, data, config)
+    history = fit(make_trainer(model, data, config), evaluate, data, config, on_batch=Heartbeat(heartbeat_path(job.out, rank)))
     save_weights(backend.get_weights(model), replica_weights_path(job.out, rank))
     record = dict(rank=rank, history=history, step_losses=first_steps, final_test_accuracy=history[-1]["test_accuracy"])
     write_json(replica_result_path(job.out, rank), record)
     return record
 
 
-def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path, timeout: float, names: Sequence[str]) -> None:
+def run_processes(
+    commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path, timeout: float, names: Sequence[str], heartbeats: Path | None = None
+) -> None:
     """Start every command in its own process group and wait for all of them.
 
-    When one fails or the time is up (timeout plus START_UP_MARGIN_S), the others (which may wait
-    in a collective for it) are ended by their process group id: SIGTERM first, so a launcher such
-    as torchrun can end its own workers, then SIGKILL. ReplicaFailed names the first culprit with
-    its output's tail.
+    When one fails, or none has shown progress for timeout plus START_UP_MARGIN_S (since the start,
+    or since the newest replica heartbeat under `heartbeats`, see Heartbeat), the others (which may
+    wait in a collective for it) are ended by their process group id: SIGTERM first, so a launcher
+    such as torchrun can end its own workers, then SIGKILL. ReplicaFailed names the first culprit
+    with its output's tail.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
@@ -174,18 +204,18 @@ def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_di
         log = open(log_dir / f"{name}.log", "w")
         logs.append(log)
         processes.append(subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    deadline = time.monotonic() + timeout + START_UP_MARGIN_S
+    started, patience = time.time(), timeout + START_UP_MARGIN_S
     failure = None
     try:
         while failure is None and any(p.poll() is None for p in processes):
             failed = next(((p, n) for p, n in zip(processes, names) if p.poll() not in (None, 0)), None)
             if failed:
                 failure = f"{failed[1]} exited with code {failed[0].returncode}"
-            elif time.monotonic() > deadline:
+            elif time.time() > max(started, last_heartbeat(heartbeats)) + patience:
                 still_running = ", ".join(n for p, n in zip(processes, names) if p.poll() is None)
-                failure = f"{still_running} still running after {timeout + START_UP_MARGIN_S:.0f} s"
+                failure = f"{still_running} still running with no progress for {patience:.0f} s"
             else:
-                time.sleep(0.05)
+                time.sleep(0.1)
         if failure is None:
             failed = next(((p, n) for p, n in zip(processes, names) if p.returncode != 0), None)
             failure = failed and f"{failed[1]} exited with code {failed[0].returncode}"
@@ -193,6 +223,8 @@ def run_processes(commands: Sequence[Sequence[str]], env: dict[str, str], log_di
         end_process_groups(processes)
         for log in logs:
             log.close()
+        for beat in heartbeats.glob("replica*.alive") if heartbeats else ():
+            beat.unlink(missing_ok=True)  # only a sign of life while the run lasts
     if failure:
         culprit = failure.split(" ", 1)[0].rstrip(",")
         log_file = log_dir / f"{culprit}.log"

@@ -7,12 +7,15 @@ each global batch and must give the single-replica run's step losses, epoch loss
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import numpy as np
 import pytest
 
+from common import data_parallel
 from common.data import load_fashion_mnist
-from common.data_parallel import ReplicaJob, check_engine, global_mean, mean_of_shard_means, shard, shard_bounds
+from common.data_parallel import ReplicaFailed, ReplicaJob, check_engine, global_mean, mean_of_shard_means, run_processes, shard, shard_bounds
 from common.interface import TrainConfig
 from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
 from common.pitfalls import reduction_gaps
@@ -102,3 +105,34 @@ def test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means(backend
     config = TrainConfig(epochs=1)  # the d2l recipe: classic (no dropout masks to differ), SGD lr 0.1
     correct, naive = reduction_gaps(backend, distributed.train_data_parallel, pitfalls.REDUCTION_ENGINE, init_weights(0), config, small_data.source, 5)
     assert correct <= STEP_LOSS_TOL < naive, (correct, naive)
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_a_replica_that_dies_is_named_and_the_others_are_ended(tmp_path):
+    waiting_pid = tmp_path / "waiting.pid"
+    commands = [
+        python("import time; time.sleep(0.5); raise SystemExit(3)"),
+        python(f"import os, time; open({str(waiting_pid)!r}, 'w').write(str(os.getpid())); time.sleep(120)"),  # waits as in a collective
+    ]
+    with pytest.raises(ReplicaFailed, match="replica0 exited with code 3"):
+        run_processes(commands, dict(os.environ), tmp_path / "logs", timeout=60, names=["replica0", "replica1"])
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(waiting_pid.read_text()), 0)  # no process is left running
+
+
+def test_a_run_without_progress_is_ended_after_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_parallel, "START_UP_MARGIN_S", 0)
+    with pytest.raises(ReplicaFailed, match="replica0, replica1 still running with no progress for 1 s"):
+        run_processes([python("import time; time.sleep(120)")] * 2, dict(os.environ), tmp_path / "logs", timeout=1, names=["replica0", "replica1"])
+
+
+def test_a_long_run_that_beats_is_not_a_hang(tmp_path, monkeypatch):
+    """Longer than the timeout in all, but with a heartbeat (a training step) more often than that."""
+    monkeypatch.setattr(data_parallel, "START_UP_MARGIN_S", 0)
+    beat = data_parallel.heartbeat_path(tmp_path, 0)
+    trains = python(f"import pathlib, time\nfor _ in range(12):\n    pathlib.Path({str(beat)!r}).touch(); time.sleep(0.25)")
+    run_processes([trains], dict(os.environ), tmp_path / "logs", timeout=1, names=["replica0"], heartbeats=tmp_path)
+    assert not beat.exists()  # a sign of life only while the run lasts

@@ -274,7 +274,7 @@ def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
         env = _replica_env(processes=1, devices_per_process=job.replicas)
         devices = [f"virtual cpu {rank} of process 0" for rank in range(job.replicas)]
     start = time.perf_counter()
-    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names)
+    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
     return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 

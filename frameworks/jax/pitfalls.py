@@ -389,11 +389,7 @@ def dropout_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
 # the same program as the multi-process one and starts in seconds.
 
 
-def data_parallel_reduction_record(ctx: PitfallContext) -> dict:
-    return data_parallel_reduction(
-        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
-        'loss = jax.lax.pmean(losses.mean(), "data")  # each device\'s shard mean, then their mean',
-    )
+NAIVE_REDUCTION = 'loss = jax.lax.pmean(losses.mean(), "data")  # each device\'s shard mean, then their mean'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,5 +406,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         loss_record(ctx, runs),
         batch_order_record(ctx, runs),
         dropout_record(ctx, runs),
-        data_parallel_reduction_record(ctx),
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, NAIVE_REDUCTION),
     ]

@@ -208,7 +208,7 @@ def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     start = time.perf_counter()
     # A process that fails ends the others (which wait for it in a push); a hang ends in the
     # workers' step watchdog (DataParallelTrainer.step), and run_processes bounds everything.
-    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names)
+    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
     return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 

@@ -390,11 +390,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
 # in seconds.
 
 
-def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
-    return data_parallel_reduction(
-        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
-        "autograd.backward([l.mean() for l in shard_losses]); trainer.step(len(ctxs))",
-    )
+NAIVE_REDUCTION = "autograd.backward([l.mean() for l in shard_losses]); trainer.step(len(ctxs))"
 
 
 def measure(ctx: PitfallContext) -> list[dict]:
@@ -407,5 +403,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         measure_adam_eps(ctx),
         measure_batch_order(ctx),
         measure_dropout_at_evaluation(ctx),
-        measure_data_parallel_reduction(ctx),
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, NAIVE_REDUCTION),
     ]

@@ -149,7 +149,7 @@ def train_data_parallel(job: ReplicaJob) -> dict:
     )
     start = time.perf_counter()
     try:
-        run_processes([torchrun], replica_env(job.replicas), out / "logs", job.timeout, names=["torchrun"])
+        run_processes([torchrun], replica_env(job.replicas), out / "logs", job.timeout, names=["torchrun"], heartbeats=out)
     except ReplicaFailed as failure:
         # run_processes sees one process, torchrun; its summary names the replica that failed
         # first, which a long traceback can push out of the stderr tail.

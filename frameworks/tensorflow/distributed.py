@@ -181,7 +181,7 @@ def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     job_path = job.save(out / "replica-job.json")
     commands, names, devices = replica_commands(job, job_path)
     start = time.perf_counter()
-    data_parallel.run_processes(commands, replica_env(job), out / "logs", job.timeout, names)
+    data_parallel.run_processes(commands, replica_env(job), out / "logs", job.timeout, names, heartbeats=out)
     return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 
