@@ -26,6 +26,7 @@ from common.weights import Weights, save_weights
 
 PROBE_SIZE = 64  # the probe batch (the first test images), as in the parity checks
 NOT_MEASURED = "not measured"
+ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this length
 # The data-parallel pitfall trains 3 replicas on the first 600 training images: four batches of
 # 128 (shards of 43, 43, 42) and a last one of 88 (30, 29, 29), so no shard has its neighbours' size.
 REDUCTION_REPLICAS = 3
@@ -90,13 +91,25 @@ def record(difference: str, mistake: str, framework: str, metric: str, correct, 
     return dict(zip(RECORD_KEYS, (difference, mistake, framework, metric, correct, mistaken, test)))
 
 
+def guarded_by(framework: str, test_name: str) -> str:
+    """The id of the test that guards a framework's handling of a difference."""
+    return f"tests/test_pitfalls_{framework}.py::{test_name}"
+
+
+def error_line(error: BaseException | str) -> str:
+    """A framework's error as a user first sees it: the first non-blank line of its message, shortened."""
+    name = type(error).__name__ if isinstance(error, BaseException) else ""
+    line = next((line.strip() for line in str(error).splitlines() if line.strip()), name)
+    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 3] + "..."
+
+
+def epochs_text(count: int) -> str:
+    return f"{count} epoch{'s' if count != 1 else ''}"
+
+
 def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray, variant: str = "classic") -> float:
     """Largest difference between a framework's logits and the float64 oracle's for the same weights."""
     return float(np.max(np.abs(np.asarray(logits, np.float64) - reference.forward(weights, x, variant))))
-
-
-def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.asarray(logits).argmax(axis=1) == np.asarray(labels)))
 
 
 def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
@@ -108,11 +121,9 @@ def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -
         return f"diverged: {err}"
 
 
-def step_loss_gap(correct_trainer, mistaken_trainer, data: FashionMNIST, config: TrainConfig, steps: int) -> tuple[list[float], list[float], float]:
-    """The first `steps` losses of two trainers on the common batch order, and their largest gap."""
-    correct = step_losses(correct_trainer, data, config, steps)
-    mistaken = step_losses(mistaken_trainer, data, config, steps)
-    return correct, mistaken, float(np.max(np.abs(np.subtract(correct, mistaken))))
+def largest_gap(losses, reference_losses) -> float:
+    """The largest absolute difference between two loss curves of the same length (step by step)."""
+    return float(np.max(np.abs(np.subtract(losses, reference_losses))))
 
 
 def spread(values) -> float:
@@ -164,7 +175,7 @@ def reduction_gaps(
                 out=str(folder / ("mean-of-shard-means" if naive else "global-mean")), steps=steps, data_dir=data_dir,
                 train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET, mean_of_shard_means=naive,
             )
-            gaps.append(float(np.max(np.abs(np.subtract(train_data_parallel(job)["step_losses"], one_replica)))))
+            gaps.append(largest_gap(train_data_parallel(job)["step_losses"], one_replica))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return gaps[0], gaps[1]

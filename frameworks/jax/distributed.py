@@ -96,9 +96,10 @@ def _train_step(loss_function, graphdef, state, totals, images, labels, batch_in
     optimizer.update(model, grads)
     loss_sum, correct = totals
     correct_here = (logits.argmax(axis=1) == y) & (weight > 0)
-    loss = jnp.sum(weight * losses) / jnp.sum(weight)  # reported: the global batch's mean, whatever was differentiated
-    totals = (loss_sum + jnp.sum(weight * losses), correct + jnp.sum(correct_here, dtype=correct.dtype))
-    return nnx.state((model, optimizer)), totals, loss
+    batch_loss_sum = jnp.sum(weight * losses)
+    totals = (loss_sum + batch_loss_sum, correct + jnp.sum(correct_here, dtype=correct.dtype))
+    # Reported: the global batch's mean loss, whatever the loss function differentiated.
+    return nnx.state((model, optimizer)), totals, batch_loss_sum / jnp.sum(weight)
 
 
 @functools.cache

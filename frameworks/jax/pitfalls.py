@@ -22,7 +22,17 @@ from flax import nnx
 import frameworks.jax as backend
 from common import spec
 from common.interface import TrainConfig
-from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.pitfalls import (
+    PitfallContext,
+    data_parallel_reduction,
+    epochs_text,
+    error_line,
+    final_accuracy,
+    guarded_by,
+    max_abs_error_vs_oracle,
+    record,
+    spread,
+)
 from common.training import fit
 from common.weights import Weights
 from frameworks.jax import distributed
@@ -31,29 +41,13 @@ from frameworks.jax.model import _LAYERS, PRECISION, LeNet, model_device
 # The data-parallel reduction pitfall's engine: one that starts in seconds (see data_parallel_reduction)
 REDUCTION_ENGINE = "virtual_devices"
 FRAMEWORK = "jax"
-TESTS = "tests/test_pitfalls_jax.py"
 DROPOUT_EVALUATIONS = 5
-ERROR_CHARS = 150  # a framework's error message, first line, shortened to this
-
-
-def _test(name: str) -> str:
-    return f"{TESTS}::{name}"
-
-
-def first_line(error: BaseException) -> str:
-    """The framework's own message, as a user first sees it: its first line, shortened."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
 def _place_like(model: LeNet, device) -> LeNet:
     """Commit every array of a model with swapped layers to one device, as backend.build does."""
     nnx.update(model, jax.device_put(nnx.state(model), device))
     return model
-
-
-def _epochs(count: int) -> str:
-    return f"{count} epoch{'s' if count != 1 else ''}"
 
 
 def _evaluate_on(model: LeNet) -> Callable:
@@ -107,7 +101,7 @@ class _CorrectRuns:
             return self.train(self.ctx.config)[1], f"{self.ctx.config.epochs} epochs of the recipe"
         # The classic SGD recipe barely moves in its first epochs; Adam from the same start classifies
         # after one, and the batch-order pitfall trains exactly that run.
-        return self.train(self.adam_recipe())[1], f"Adam, {_epochs(self.ctx.short_epochs)}"
+        return self.train(self.adam_recipe())[1], f"Adam, {epochs_text(self.ctx.short_epochs)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +148,8 @@ def layout_records(ctx: PitfallContext, trained: Weights, trained_from: str) -> 
             set_weights(model, trained)
             accuracies.append(accuracy_on_test_set(model, ctx))
         records += [
-            record(difference, mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", *errors, _test(test)),
-            record(difference, mistake, FRAMEWORK, f"test accuracy of the trained weights ({trained_from})", *accuracies, _test(test)),
+            record(difference, mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", *errors, guarded_by(FRAMEWORK, test)),
+            record(difference, mistake, FRAMEWORK, f"test accuracy of the trained weights ({trained_from})", *accuracies, guarded_by(FRAMEWORK, test)),
         ]
     return records
 
@@ -184,7 +178,7 @@ def layer_shapes_until_error(model: LeNet) -> tuple[list[tuple[str, tuple[int, .
         try:
             x = layer(x)
         except (TypeError, ValueError) as error:
-            return shapes, f"{name}: {first_line(error)}"
+            return shapes, f"{name}: {error_line(error)}"
         shapes.append((name, tuple(x.shape[1:])))
     return shapes, None
 
@@ -195,7 +189,7 @@ def features_reaching(shapes: list[tuple[str, tuple[int, ...]]], layer_name: str
 
 def padding_records(ctx: PitfallContext) -> list[dict]:
     mistake = 'nnx.Conv(6, 16, (5, 5), padding="SAME", rngs=rngs)  # conv2'
-    test = _test("test_padding_same_on_conv2_breaks_fc1")
+    test = guarded_by(FRAMEWORK, "test_padding_same_on_conv2_breaks_fc1")
     variant = ctx.config.variant
     correct, mistaken = backend.build(variant, ctx.config.device), build_with_same_padding_on_conv2(variant, ctx.config.device)
     correct_shapes, _ = layer_shapes_until_error(correct)
@@ -206,7 +200,7 @@ def padding_records(ctx: PitfallContext) -> list[dict]:
     try:
         mistaken_error = max_abs_error_vs_oracle(backend.forward(mistaken, ctx.probe_x), ctx.initial, ctx.probe_x, variant)
     except (TypeError, ValueError) as error:
-        mistaken_error = first_line(error)
+        mistaken_error = error_line(error)
     features = record(
         "Padding", mistake, FRAMEWORK, "features reaching fc1",
         float(features_reaching(correct_shapes)), float(features_reaching(mistaken_shapes)), test,
@@ -250,8 +244,8 @@ def initializer_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
     mistaken = final_accuracy(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
     return record(
         "Initializer", 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
-        f"final test accuracy ({_epochs(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
-        _test("test_initializer_is_the_canonical_start"),
+        f"final test accuracy ({epochs_text(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
+        guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"),
     )
 
 
@@ -302,8 +296,8 @@ def loss_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
     mistaken = final_accuracy(SummedLossTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
     return record(
         "Loss", "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
-        f"final test accuracy, or the divergence (modern, SGD, {_epochs(config.epochs)})", runs.train(config)[0][-1]["test_accuracy"], mistaken,
-        _test("test_loss_is_the_batch_mean"),
+        f"final test accuracy, or the divergence (modern, SGD, {epochs_text(config.epochs)})", runs.train(config)[0][-1]["test_accuracy"], mistaken,
+        guarded_by(FRAMEWORK, "test_loss_is_the_batch_mean"),
     )
 
 
@@ -345,7 +339,7 @@ def batch_order_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
     common, _ = runs.train(config)
     result = record(
         "Batch order", "perm = jax.random.permutation(jax.random.key(seed), n)", FRAMEWORK, "final test accuracy (Adam, short run)",
-        common[-1]["test_accuracy"], own[-1]["test_accuracy"], _test("test_batch_order_is_the_common_one"),
+        common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(FRAMEWORK, "test_batch_order_is_the_common_one"),
     )
     result["curves"] = {name: [entry["train_loss"] for entry in history] for name, history in
                         (("common", common), ("own", own), ("other_seed", other_seed))}
@@ -375,7 +369,7 @@ def dropout_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
     result = record(
         "Dropout at evaluation", "model.train()  # and no model.eval() before the test set", FRAMEWORK,
         f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, SGD, short run)", spread(correct), spread(mistaken),
-        _test("test_dropout_is_off_at_evaluation"),
+        guarded_by(FRAMEWORK, "test_dropout_is_off_at_evaluation"),
     )
     result["accuracies"] = {"correct": correct, "mistaken": mistaken}
     return result

@@ -19,7 +19,7 @@ from mxnet.gluon import nn
 
 from common import spec
 from common.interface import DEFAULT_LR, TrainConfig
-from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, record, spread
+from common.pitfalls import PitfallContext, data_parallel_reduction, epochs_text, error_line, final_accuracy, guarded_by, largest_gap, record, spread
 from common.training import TrainingDiverged, evaluate_with, fit, step_losses
 from frameworks import get_backend
 from frameworks import mxnet as backend
@@ -29,22 +29,7 @@ from frameworks.mxnet.model import _DONE_BY_DENSE, _LAYERS, GLOROT_UNIFORM, mode
 FRAMEWORK = "mxnet"
 # The data-parallel reduction pitfall's engine: one that starts in seconds (see data_parallel_reduction)
 REDUCTION_ENGINE = "local"
-TEST_FILE = "tests/test_pitfalls_mxnet.py"
-ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this length
 DROPOUT_EVALUATIONS = 5
-
-
-def guarded_by(test_name: str) -> str:
-    return f"{TEST_FILE}::{test_name}"
-
-
-def first_line(message: str, limit: int = ERROR_CHARS) -> str:
-    line = next((line.strip() for line in str(message).splitlines() if line.strip()), "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def epochs_text(epochs: int) -> str:
-    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
 
 
 def model_from(weights, config: TrainConfig):
@@ -112,7 +97,7 @@ def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
     mistaken = final_accuracy(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
     return record(
         "Initializer", "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
-        correct_epoch(ctx, history, config.epochs)["test_accuracy"], mistaken, guarded_by("test_initializer_is_glorot_uniform_not_gluons_default"),
+        correct_epoch(ctx, history, config.epochs)["test_accuracy"], mistaken, guarded_by(FRAMEWORK, "test_initializer_is_glorot_uniform_not_gluons_default"),
     )
 
 
@@ -156,7 +141,7 @@ def measure_step_of_one(ctx: PitfallContext, history: list[dict]) -> dict:
             "Gluon step(batch_size)", "trainer.step(1)", FRAMEWORK,
             f"training loss after {epochs_text(config.epochs)} (SGD lr {config.lr}; a uniform guess scores ln 10 = {math.log(spec.NUM_CLASSES):.4f})",
             correct["train_loss"], mistaken if isinstance(mistaken, str) else mistaken["train_loss"],
-            guarded_by("test_step_divides_the_gradient_by_the_batch_length"),
+            guarded_by(FRAMEWORK, "test_step_divides_the_gradient_by_the_batch_length"),
         ),
         test_accuracy=dict(correct=correct["test_accuracy"], mistaken=mistaken if isinstance(mistaken, str) else mistaken["test_accuracy"]),
     )
@@ -208,7 +193,7 @@ def first_forward_error(model) -> str | None:
     try:
         model(mx.nd.zeros((2, *spec.INPUT_SHAPE), ctx=model_device(model))).wait_to_read()
     except mx.base.MXNetError as err:
-        return first_line(str(err))
+        return error_line(err)
     return None
 
 
@@ -225,7 +210,7 @@ def measure_padding(ctx: PitfallContext) -> dict:
         record(
             "Padding", "nn.Conv2D(6, kernel_size=5)", FRAMEWORK, "features reaching fc1",
             float(features_reaching_fc1(correct_model)), mistaken,
-            guarded_by("test_conv1_padding_keeps_400_features_for_fc1"),
+            guarded_by(FRAMEWORK, "test_conv1_padding_keeps_400_features_for_fc1"),
         ),
         shapes=dict(correct=shapes_before_fc1(correct_model), mistaken=shapes_before_fc1(mistaken_model)),
         # What d2l's own code (Dense without in_units) does with the same mistake: no error at all.
@@ -275,22 +260,18 @@ def mxnet_step_losses(ctx: PitfallContext, trainer_class, config: TrainConfig, s
     return step_losses(trainer_class(model, ctx.data, config), ctx.data, config, steps)
 
 
-def max_gap(a, b) -> float:
-    return float(np.max(np.abs(np.subtract(a, b))))
-
-
 def measure_adam_eps(ctx: PitfallContext) -> dict:
     steps = ctx.adam_steps
     sgd, adam = ctx.recipe(optimizer="sgd", lr=DEFAULT_LR["sgd"]), ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"])
-    sgd_gap = max_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(ctx, backend.Trainer, sgd, steps))
+    sgd_gap = largest_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(ctx, backend.Trainer, sgd, steps))
     oracle_adam = oracle_step_losses(ctx, adam, steps)
-    adam_gap = max_gap(oracle_adam, mxnet_step_losses(ctx, backend.Trainer, adam, steps))
-    moved_eps_gap = max_gap(oracle_adam, mxnet_step_losses(ctx, PyTorchEpsAdamTrainer, adam, steps))
+    adam_gap = largest_gap(oracle_adam, mxnet_step_losses(ctx, backend.Trainer, adam, steps))
+    moved_eps_gap = largest_gap(oracle_adam, mxnet_step_losses(ctx, PyTorchEpsAdamTrainer, adam, steps))
     return dict(
         record(
             "Optimizer defaults", "mx.optimizer.Adam(learning_rate=0.001, epsilon=1e-8)  # taken for torch.optim.Adam(lr=0.001, eps=1e-8)",
             FRAMEWORK, f"max step-loss gap vs PyTorch-style Adam over {steps} steps",
-            sgd_gap, adam_gap, guarded_by("test_adam_adds_eps_before_the_bias_correction"),
+            sgd_gap, adam_gap, guarded_by(FRAMEWORK, "test_adam_adds_eps_before_the_bias_correction"),
         ),
         # No switch moves MXNet's eps; rescaling it every step (PyTorchEpsAdamTrainer) does, and
         # brings the gap down to the SGD gap's size: eps's place is the whole difference.
@@ -346,7 +327,7 @@ def measure_batch_order(ctx: PitfallContext) -> dict:
         record(
             "Batch order", "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)", FRAMEWORK,
             "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own[-1]["test_accuracy"],
-            guarded_by("test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
+            guarded_by(FRAMEWORK, "test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
         ),
         curves=dict(common=train_losses(common), own=train_losses(own), other_seed=train_losses(other)),
         other_seed_accuracy=other[-1]["test_accuracy"],
@@ -376,7 +357,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
         record(
             "Dropout at evaluation", "with autograd.train_mode(): accuracy = evaluate(net, test_x, test_y)", FRAMEWORK,
             f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, SGD, {epochs_text(config.epochs)})",
-            spread(predict_mode), spread(train_mode), guarded_by("test_forward_runs_dropout_in_predict_mode"),
+            spread(predict_mode), spread(train_mode), guarded_by(FRAMEWORK, "test_forward_runs_dropout_in_predict_mode"),
         ),
         accuracies=dict(predict_mode=predict_mode, train_mode=train_mode),
     )

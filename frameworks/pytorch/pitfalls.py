@@ -21,7 +21,17 @@ from torch.utils.data import DataLoader
 from common import spec
 from common.data import FashionMNIST
 from common.interface import LayerRow, TrainConfig
-from common.pitfalls import NOT_MEASURED, PitfallContext, data_parallel_reduction, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.pitfalls import (
+    NOT_MEASURED,
+    PitfallContext,
+    data_parallel_reduction,
+    error_line,
+    final_accuracy,
+    guarded_by,
+    max_abs_error_vs_oracle,
+    record,
+    spread,
+)
 from common.training import evaluate_with, fit
 from frameworks import pytorch as backend
 from frameworks.pytorch import distributed
@@ -29,7 +39,6 @@ from frameworks.pytorch.train import Trainer, cross_entropy
 
 # The data-parallel reduction pitfall's engine: torchrun with DDP over gloo, as the comparison runs it
 REDUCTION_ENGINE = distributed.DEFAULT_ENGINE
-TESTS = "tests/test_pitfalls_pytorch.py::"
 EVALUATIONS = 5  # test-set evaluations of one trained model, for the dropout pitfall
 
 
@@ -228,7 +237,7 @@ def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
     return record(
         "Initializer", "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
         f"final test accuracy ({recipe_text(ctx.config)})", correct, final_test_accuracy(ctx, ctx.config, model=model),
-        TESTS + "test_initializer_is_xavier_not_pytorch_default",
+        guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"),
     )
 
 
@@ -247,13 +256,13 @@ def measure_loss_mistakes(ctx: PitfallContext, correct: float) -> list[dict]:
     return [
         record(
             "Loss", "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, metric,
-            correct, final_test_accuracy(ctx, config, SoftmaxBeforeLossTrainer), TESTS + "test_loss_takes_logits_not_probabilities",
+            correct, final_test_accuracy(ctx, config, SoftmaxBeforeLossTrainer), guarded_by(backend.name, "test_loss_takes_logits_not_probabilities"),
         ),
         # Steps 128 times too large: the modern variant's unbounded ReLUs blow the loss up within the
         # short run (the classic sigmoids would saturate and stall instead).
         record(
             "Loss", 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
-            correct, final_test_accuracy(ctx, config, SummedLossTrainer), TESTS + "test_loss_is_the_batch_mean_not_the_sum",
+            correct, final_test_accuracy(ctx, config, SummedLossTrainer), guarded_by(backend.name, "test_loss_is_the_batch_mean_not_the_sum"),
         ),
     ]
 
@@ -268,9 +277,9 @@ def measure_padding(ctx: PitfallContext) -> list[dict]:
     try:
         mistaken_error = max_abs_error_vs_oracle(backend.forward(mistaken_model, x), ctx.initial, x, variant)
     except RuntimeError as err:  # what PyTorch raises at fc1
-        mistaken_error = str(err).splitlines()[0][:150]
+        mistaken_error = error_line(err)
     mistake = "nn.Conv2d(1, 6, 5)  # conv1 without padding=2"
-    test = TESTS + "test_conv1_is_padded_by_2"
+    test = guarded_by(backend.name, "test_conv1_is_padded_by_2")
     return [
         record("Padding", mistake, backend.name, f"features reaching fc1 (mistaken: {maps})",
                float(correct_rows[-1].shape[0]), float(mistaken_rows[-1].shape[0]), test),
@@ -286,7 +295,7 @@ def measure_batch_order(ctx: PitfallContext) -> dict:
     entry = record(
         "Batch order", "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
         backend.name, f"final test accuracy (Adam, short run: {recipe_text(config)})",
-        common[-1]["test_accuracy"], own[-1]["test_accuracy"], TESTS + "test_batches_follow_the_common_order",
+        common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(backend.name, "test_batches_follow_the_common_order"),
     )
     # The harness sets these curves beside every framework's: with the common order the frameworks
     # should agree to float32 noise, with their own shuffling only as well as two seeds (same start) do.
@@ -305,13 +314,13 @@ def measure_dropout_at_evaluation(ctx: PitfallContext, model: nn.Module) -> dict
         "Dropout at evaluation", "logits = model(x)  # evaluated without model.eval() after training", backend.name,
         f"test-accuracy spread over {EVALUATIONS} evaluations ({recipe_text(config)}; "
         f"mean accuracy {np.mean(in_eval_mode):.4f} in eval mode, {np.mean(in_train_mode):.4f} in train mode)",
-        spread(in_eval_mode), spread(in_train_mode), TESTS + "test_evaluation_turns_dropout_off",
+        spread(in_eval_mode), spread(in_train_mode), guarded_by(backend.name, "test_evaluation_turns_dropout_off"),
     )
 
 
 def measure_tf32(ctx: PitfallContext) -> dict:
     mistake = 'torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "tf32"  # PyTorch\'s default for convs'
-    test = TESTS + "test_float32_means_ieee_not_tf32"
+    test = guarded_by(backend.name, "test_float32_means_ieee_not_tf32")
     if not has_tf32():
         return record(
             "Float32 on GPUs (TF32)", mistake, backend.name, "forward max abs error vs oracle (needs an Ampere or newer GPU)",

@@ -19,7 +19,7 @@ import tensorflow as tf
 from common import interface, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig
-from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, max_abs_error_vs_oracle, record, spread
+from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, guarded_by, largest_gap, max_abs_error_vs_oracle, record, spread
 from common.training import evaluate_with, step_losses
 from common.weights import Weights, check_weights, oihw_to_hwio, to_channels_last
 from frameworks import tensorflow as backend
@@ -32,13 +32,8 @@ from frameworks.tensorflow.train import Trainer
 
 # The data-parallel reduction pitfall's engine: one that starts in seconds (see data_parallel_reduction)
 REDUCTION_ENGINE = "mirrored"
-TEST_FILE = "tests/test_pitfalls_tensorflow.py"
 KERAS_DEFAULT_EPSILON = 1e-7  # keras.optimizers.Adam's default; the recipe's (and PyTorch's, optax's, MXNet's) is 1e-8
 DROPOUT_EVALUATIONS = 5
-
-
-def guarded_by(test_name: str) -> str:
-    return f"{TEST_FILE}::{test_name}"
 
 
 # --- Flatten order and kernel layout: PyTorch-layout weights loaded into Keras by hand ------------------
@@ -267,14 +262,14 @@ def weight_loading_costs(ctx: PitfallContext, runs: CorrectRuns, difference: str
 def flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
         ctx, runs, "Flatten order", 'model.get_layer("fc1").kernel.assign(torch_fc1_weight.T)  # columns still C,H,W',
-        set_weights_without_flatten_permutation, guarded_by("test_flatten_order_needs_hwc_columns"),
+        set_weights_without_flatten_permutation, guarded_by(backend.name, "test_flatten_order_needs_hwc_columns"),
     )
 
 
 def kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
         ctx, runs, "Kernel layout", 'model.get_layer("conv1").kernel.assign(kernel.reshape(5, 5, 1, 6))  # not .transpose(2, 3, 1, 0)',
-        set_weights_with_reshaped_kernels, guarded_by("test_conv_kernels_need_transpose_not_reshape"),
+        set_weights_with_reshaped_kernels, guarded_by(backend.name, "test_conv_kernels_need_transpose_not_reshape"),
     )
 
 
@@ -288,7 +283,7 @@ def padding(ctx: PitfallContext) -> list[dict]:
     mistaken_model = with_same_padding_on_conv2(correct_model)
     correct_rows, mistaken_rows = backend.layer_summary(correct_model), backend.layer_summary(mistaken_model)
     mistake = 'keras.layers.Conv2D(16, 5, padding="same")  # conv2 pads nothing in the spec'
-    test = guarded_by("test_same_padding_on_conv2_changes_shapes_and_parameters")
+    test = guarded_by(backend.name, "test_same_padding_on_conv2_changes_shapes_and_parameters")
     parameters = record("Padding", mistake, backend.name, "parameters", backend.param_count(correct_model), backend.param_count(mistaken_model), test)
     # The layer table, C,H,W per example: where the two networks part.
     parameters["shapes"] = [dict(layer=a.name, correct=list(a.shape), mistaken=list(b.shape)) for a, b in zip(correct_rows, mistaken_rows)]
@@ -312,7 +307,7 @@ def initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
         record(
             "Initializer", "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
             backend.name, "final test accuracy", runs.final_accuracy(), mistaken,
-            guarded_by("test_keras_default_init_is_glorot_but_not_the_canonical_start"),
+            guarded_by(backend.name, "test_keras_default_init_is_glorot_but_not_the_canonical_start"),
         )
     ]
 
@@ -326,7 +321,7 @@ def loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
         record(
             "Loss", "keras.losses.SparseCategoricalCrossentropy()(y, logits)  # from_logits=False on raw logits",
             backend.name, f"final test accuracy ({config.variant} variant, SGD, {config.epochs} epoch(s))", runs.short_modern_run[1], mistaken,
-            guarded_by("test_loss_needs_from_logits"),
+            guarded_by(backend.name, "test_loss_needs_from_logits"),
         )
     ]
 
@@ -344,14 +339,11 @@ def optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     correct = step_losses(Trainer(runs.start(config), ctx.data, config), ctx.data, config, steps)
     mistaken = step_losses(KerasDefaultAdamTrainer(runs.start(config), ctx.data, config), ctx.data, config, steps)
 
-    def gap(losses: list[float]) -> float:
-        return float(np.max(np.abs(np.subtract(losses, oracle))))
-
     return [
         record(
             "Optimizer defaults", "keras.optimizers.Adam(learning_rate=0.001)  # epsilon defaults to 1e-7, not 1e-8",
             backend.name, f"max step-loss gap to PyTorch-style Adam (numpy oracle's update) over {steps} Adam steps",
-            gap(correct), gap(mistaken), guarded_by("test_adam_needs_explicit_epsilon"),
+            largest_gap(correct, oracle), largest_gap(mistaken, oracle), guarded_by(backend.name, "test_adam_needs_explicit_epsilon"),
         )
     ]
 
@@ -375,7 +367,7 @@ def batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     row = record(
         "Batch order", "tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60000, seed=0).batch(128)  # TensorFlow's own order",
         backend.name, "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own_accuracy,
-        guarded_by("test_batch_order_is_the_common_one"),
+        guarded_by(backend.name, "test_batch_order_is_the_common_one"),
     )
     row["curves"] = dict(
         common=[e["train_loss"] for e in common], own=own_losses, other_seed=[e["train_loss"] for e in other_seed]
@@ -393,7 +385,7 @@ def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
         return [evaluate_with(lambda chunk: forward(model, chunk), ctx.test_x, ctx.data.test_labels)[1] for _ in range(DROPOUT_EVALUATIONS)]
 
     correct, mistaken = accuracies(backend.forward), accuracies(forward_in_training_mode)
-    mistake, test = "logits = model(x_test, training=True)  # dropout still on", guarded_by("test_dropout_is_off_at_evaluation")
+    mistake, test = "logits = model(x_test, training=True)  # dropout still on", guarded_by(backend.name, "test_dropout_is_off_at_evaluation")
     costs = {"test-accuracy spread": spread, "mean test accuracy": lambda values: float(np.mean(values))}
     return [
         record("Dropout at evaluation", mistake, backend.name, f"{what} over {DROPOUT_EVALUATIONS} evaluations", cost(correct), cost(mistaken), test)
