@@ -14,6 +14,7 @@ engine here scales each replica's loss so that the engine's own reduction yields
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,6 +47,9 @@ START_UP_MARGIN_S = 60
 HEARTBEAT_INTERVAL_S = 1.0
 STOP_GRACE_S = 5  # after SIGTERM, how long a launcher (torchrun) may take to end its own workers
 LOOPBACK = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What frameworks/<name>/distributed.py exports (tests/test_data_parallel.py checks each backend's).
+DISTRIBUTED_API = ("ENGINES", "DEFAULT_ENGINE", "DataParallelTrainer", "train_data_parallel")
 
 
 class ReplicaFailed(RuntimeError):
@@ -66,16 +71,6 @@ def shard(batch_indices: np.ndarray, replicas: int, rank: int) -> np.ndarray:
     """This replica's part of a global batch of example indices."""
     start, stop = shard_bounds(len(batch_indices), replicas)[rank]
     return batch_indices[start:stop]
-
-
-def mean_of_shard_means(losses: np.ndarray, replicas: int) -> float:
-    """The naive reduction (wrong for unequal shards): each shard's mean, averaged over the shards."""
-    return float(np.mean([losses[a:b].mean() for a, b in shard_bounds(len(losses), replicas) if b > a]))
-
-
-def global_mean(losses: np.ndarray, replicas: int) -> float:
-    """The right reduction: each shard's loss sum over the global batch size, summed over the shards."""
-    return float(sum(losses[a:b].sum() for a, b in shard_bounds(len(losses), replicas)) / len(losses))
 
 
 def threads_per_replica(replicas: int) -> int:
@@ -111,9 +106,10 @@ class ReplicaJob:
     train_subset: int | None = None
     test_subset: int | None = None
     timeout: float = COLLECTIVE_TIMEOUT_S
-    # Pitfalls only (compare.py --pitfalls): each replica takes its shard's MEAN loss and the engine
-    # averages those, the naive reduction, to measure what it costs with unequal shards.
-    mean_of_shard_means: bool = False
+    # "module:Class" of the trainer the replicas train with, a subclass of the engine's
+    # DataParallelTrainer; empty for that class itself. The hook through which another reduction
+    # is injected into the replica processes (frameworks/<name>/pitfalls.py::MeanOfShardMeansTrainer).
+    trainer: str = ""
 
     def save(self, path: Path) -> Path:
         return write_json(path, {**asdict(self), "config": self.config.to_dict()})
@@ -122,6 +118,18 @@ class ReplicaJob:
     def load(cls, path: str | os.PathLike) -> ReplicaJob:
         fields = json.loads(Path(path).read_text())
         return cls(**{**fields, "config": TrainConfig(**fields["config"])})
+
+
+def replica_trainer_class(job: ReplicaJob, engine_trainer: type) -> type:
+    """The class a replica trains with: job.trainer when the job names one, else the engine's own."""
+    if not job.trainer:
+        return engine_trainer
+    module, _, name = job.trainer.partition(":")
+    trainer = getattr(importlib.import_module(module), name, None)
+    # By name: a replica runs its distributed.py as __main__, and module imports it again.
+    if not (isinstance(trainer, type) and engine_trainer.__name__ in (c.__name__ for c in trainer.__mro__)):
+        raise ValueError(f"job.trainer {job.trainer!r} is not a subclass of {engine_trainer.__name__}")
+    return trainer
 
 
 def check_engine(job: ReplicaJob, engines: dict[str, str], cpu_only: bool = False) -> None:
@@ -244,6 +252,31 @@ def end_process_groups(processes: Sequence[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+class Launch(NamedTuple):
+    """How an engine starts a job's replicas on this machine: one command per process, its name
+    (for the logs and errors), one device per replica, and the processes' environment."""
+
+    commands: list[list[str]]
+    names: list[str]
+    devices: list[str]
+    env: dict[str, str]
+
+
+def launch(job: ReplicaJob, engines: dict[str, str], plan: Callable[[ReplicaJob, Path], Launch], cpu_only: bool = False) -> dict:
+    """Every engine's launcher: check the engine, save the job, start the processes plan(job,
+    job_path) describes with the repository on their PYTHONPATH, wait for them (bounded, see
+    run_processes), and collect what the replicas wrote."""
+    check_engine(job, engines, cpu_only)
+    out = Path(job.out)
+    job_path = job.save(out / "replica-job.json")
+    commands, names, devices, env = plan(job, job_path)
+    # The replicas import common and frameworks from this checkout, wherever they start.
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
+    return collect(job, engines[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -171,9 +171,9 @@ API = tuple(name for name in Backend.__annotations__) + tuple(
 )
 
 
-def missing_names(module) -> list[str]:
-    """The interface names a backend module does not define."""
-    return [name for name in API if not hasattr(module, name)]
+def missing_names(module, api: Sequence[str] = API) -> list[str]:
+    """The names of a contract (by default the backend's, API) that a module does not define."""
+    return [name for name in api if not hasattr(module, name)]
 
 
 def canonical_shape(native_shape: Sequence[int], data_format: str) -> tuple[int, ...]:

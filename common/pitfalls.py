@@ -155,12 +155,14 @@ def batch_order_spread(records: list[dict]) -> dict | None:
 
 
 def reduction_gaps(
-    backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, initial: Weights, config: TrainConfig, data_dir: str | None, steps: int
+    backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistaken_trainer: type,
+    initial: Weights, config: TrainConfig, data_dir: str | None, steps: int,
 ) -> tuple[float, float]:
     """The largest step-loss gap to the 1-replica run of two real REDUCTION_REPLICAS-replica runs of
-    the framework's engine on unequal shards: reducing the right way, then as the mean of the
-    shards' means (ReplicaJob.mean_of_shard_means). The engine reports the global batch's mean loss
-    either way, so the gap is the updates' alone."""
+    the framework's engine on unequal shards: with the engine's DataParallelTrainer, then with
+    mistaken_trainer, its subclass that reduces as the mean of the shards' means (injected into the
+    replicas through ReplicaJob.trainer). The engine reports the global batch's mean loss either
+    way, so the gap is the updates' alone."""
     data = load_fashion_mnist(data_dir, train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET)
     model = backend.build(config.variant, config.device)
     backend.set_weights(model, initial)
@@ -169,11 +171,11 @@ def reduction_gaps(
     try:
         initial_path = str(save_weights(initial, folder / "initial.npz"))
         gaps = []
-        for naive in (False, True):
+        for trainer in ("", f"{mistaken_trainer.__module__}:{mistaken_trainer.__qualname__}"):
             job = ReplicaJob(
                 framework=backend.name, engine=engine, replicas=REDUCTION_REPLICAS, config=config, initial_weights=initial_path,
-                out=str(folder / ("mean-of-shard-means" if naive else "global-mean")), steps=steps, data_dir=data_dir,
-                train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET, mean_of_shard_means=naive,
+                out=str(folder / ("mean-of-shard-means" if trainer else "global-mean")), steps=steps, data_dir=data_dir,
+                train_subset=REDUCTION_TRAIN_SUBSET, test_subset=REDUCTION_TEST_SUBSET, trainer=trainer,
             )
             gaps.append(largest_gap(train_data_parallel(job)["step_losses"], one_replica))
     finally:
@@ -181,12 +183,14 @@ def reduction_gaps(
     return gaps[0], gaps[1]
 
 
-def data_parallel_reduction(ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistake: str) -> dict:
+def data_parallel_reduction(
+    ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistaken_trainer: type, mistake: str
+) -> dict:
     """The "Data-parallel reduction" row: ctx.adam_steps SGD steps of the classic recipe on the CPU
     (no dropout, whose masks each replica would draw on its own), so that the reduction is the
     runs' only difference."""
     config = ctx.recipe(variant="classic", epochs=1, device="cpu")
-    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, ctx.initial, config, ctx.data.source or None, ctx.adam_steps)
+    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.adam_steps)
     return record(
         "Data-parallel reduction", mistake, backend.name,
         f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "

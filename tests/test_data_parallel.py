@@ -15,8 +15,8 @@ import pytest
 
 from common import data_parallel
 from common.data import load_fashion_mnist
-from common.data_parallel import ReplicaFailed, ReplicaJob, check_engine, global_mean, mean_of_shard_means, run_processes, shard, shard_bounds
-from common.interface import TrainConfig
+from common.data_parallel import DISTRIBUTED_API, ReplicaFailed, ReplicaJob, check_engine, run_processes, shard, shard_bounds
+from common.interface import TrainConfig, missing_names
 from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
 from common.pitfalls import reduction_gaps
 from common.training import fit, step_losses
@@ -32,14 +32,6 @@ def test_shards_cover_the_batch_and_differ_by_at_most_one():
     assert [b - a for a, b in shard_bounds(96, 5)] == [20, 19, 19, 19, 19]
     indices = np.arange(10)
     assert np.concatenate([shard(indices, 4, rank) for rank in range(4)]).tolist() == list(range(10))
-
-
-def test_mean_of_shard_means_is_wrong_for_unequal_shards():
-    """The naive reduction weighs a small shard's examples more; the global mean does not."""
-    losses = np.random.default_rng(0).random(128)
-    assert global_mean(losses, 3) == pytest.approx(losses.mean(), rel=1e-12)
-    assert abs(mean_of_shard_means(losses, 3) - losses.mean()) > 1e-4
-    assert mean_of_shard_means(losses, 4) == pytest.approx(losses.mean(), rel=1e-12)  # equal shards agree
 
 
 def test_an_unknown_engine_or_a_gpu_for_cpu_engines_is_refused_with_the_choices():
@@ -65,6 +57,13 @@ def distributed_module(backend):
     if backend.name == "numpy":
         pytest.skip("the numpy oracle has no data-parallel engine")
     return importlib.import_module(f"frameworks.{backend.name}.distributed")
+
+
+def test_distributed_module_declares_its_contract(backend):
+    distributed = distributed_module(backend)
+    assert missing_names(distributed, DISTRIBUTED_API) == [], f"frameworks/{backend.name}/distributed.py lacks these names"
+    assert distributed.DEFAULT_ENGINE in distributed.ENGINES
+    assert issubclass(distributed.DataParallelTrainer, backend.Trainer)
 
 
 @pytest.mark.slow
@@ -103,7 +102,9 @@ def test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means(backend
     distributed = distributed_module(backend)
     pitfalls = importlib.import_module(f"frameworks.{backend.name}.pitfalls")
     config = TrainConfig(epochs=1)  # the d2l recipe: classic (no dropout masks to differ), SGD lr 0.1
-    correct, naive = reduction_gaps(backend, distributed.train_data_parallel, pitfalls.REDUCTION_ENGINE, init_weights(0), config, small_data.source, 5)
+    correct, naive = reduction_gaps(
+        backend, distributed.train_data_parallel, pitfalls.REDUCTION_ENGINE, pitfalls.MeanOfShardMeansTrainer, init_weights(0), config, small_data.source, 5
+    )
     assert correct <= STEP_LOSS_TOL < naive, (correct, naive)
 
 

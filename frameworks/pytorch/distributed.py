@@ -33,29 +33,16 @@ import os
 import re
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
-from common.data_parallel import (
-    LOOPBACK,
-    ReplicaFailed,
-    ReplicaJob,
-    check_engine,
-    collect,
-    free_port,
-    python_module,
-    run_processes,
-    shard,
-    thread_env,
-    train_replica,
-)
+from common import data_parallel
+from common.data_parallel import ReplicaFailed, ReplicaJob
 from common.interface import DeviceUnavailable
 from frameworks import pytorch
 from frameworks.pytorch.train import Trainer
@@ -66,7 +53,6 @@ ENGINES = {
 }
 DEFAULT_ENGINE = "ddp"
 REPLICA_MODULE = "frameworks.pytorch.distributed"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Gloo and NCCL otherwise pick the interface the host name resolves to; the local run stays on loopback.
 LOOPBACK_INTERFACES = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
@@ -76,35 +62,28 @@ ROOT_CAUSE_RANK = re.compile(r"Root Cause.*?\brank\s*:\s*(\d+)", re.DOTALL)
 
 class DataParallelTrainer(Trainer):
     """The backend's Trainer (uint8 training set on the device, batches gathered there, the optimizer
-    from the config) around a DistributedDataParallel model. step() takes the GLOBAL batch's indices,
-    trains on this replica's shard, and DDP all-reduces the gradients during backward, so every
-    replica applies the same update. The running totals hold the global batch's, so the inherited
-    epoch_totals() returns the global epoch's on every replica."""
+    from the config, its update) around a DistributedDataParallel model. step() takes the GLOBAL
+    batch's indices, updates from this replica's shard, and DDP all-reduces the gradients during
+    backward, so every replica applies the same update. The running totals hold the global batch's,
+    so the inherited epoch_totals() returns the global epoch's on every replica."""
 
-    def __init__(self, model: DistributedDataParallel, data, config, mean_of_shard_means: bool = False):
+    def __init__(self, model: DistributedDataParallel, data, config):
         super().__init__(model, data, config)
         self.replicas, self.rank = dist.get_world_size(), dist.get_rank()
-        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
 
-    def step(self, global_batch_indices: np.ndarray) -> torch.Tensor:
-        x, y = self.batch(shard(global_batch_indices, self.replicas, self.rank))
-        self.model.train()
-        logits = self.model(x)
-        shard_loss_sum = F.cross_entropy(logits, y, reduction="sum")  # 0 for an empty shard, still differentiable
-        self.optimizer.zero_grad(set_to_none=True)
+    def reduce(self, loss_sum: torch.Tensor, examples: int, global_batch_size: int) -> torch.Tensor:
         # DDP divides the all-reduced gradients by the world size N: it averages the replicas'
         # gradients with equal weights. Averaging each shard's MEAN loss that way weighs an example
         # of a 42-example shard more than one of a 43-example shard (128 over 3 replicas). Scaling
         # shard r's loss SUM S_r by N / B instead gives (1/N) * sum_r (N / B) * S_r = sum_r S_r / B:
         # the gradient of the global batch's mean loss, however unevenly the B examples split.
-        # Pitfalls only (ReplicaJob.mean_of_shard_means): back-propagate the shard's MEAN instead, so
-        # that DDP's average is the naive mean of shard means whose cost frameworks/pytorch/pitfalls.py measures.
-        scale = 1 / max(len(y), 1) if self.mean_of_shard_means else self.replicas / len(global_batch_indices)
-        (shard_loss_sum * scale).backward()
-        self.optimizer.step()
-        shard_correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss_sum * (self.replicas / global_batch_size)
+
+    def step(self, global_batch_indices: np.ndarray) -> torch.Tensor:
+        # An empty shard's summed loss is 0, still differentiable: the replica joins DDP's all-reduce.
+        shard_loss_sum, shard_correct = self.update(data_parallel.shard(global_batch_indices, self.replicas, self.rank), len(global_batch_indices))
         # The engine's own collective for the reported totals only (the gradients went through DDP).
-        global_totals = torch.stack([shard_loss_sum.detach(), shard_correct.to(shard_loss_sum.dtype)])
+        global_totals = torch.stack([shard_loss_sum, shard_correct.to(shard_loss_sum.dtype)])
         dist.all_reduce(global_totals)
         self.loss_sum += global_totals[0]
         self.correct += global_totals[1].round().long()
@@ -125,39 +104,39 @@ def replica_devices(job: ReplicaJob) -> list[str]:
 
 def replica_env(replicas: int) -> dict[str, str]:
     """This process's environment plus the replicas' thread and network settings, read when torch loads."""
-    env = {**os.environ, **thread_env(replicas)}
+    env = {**os.environ, **data_parallel.thread_env(replicas)}
     # tune_process pins PyTorch's OpenMP threads (OMP_PROC_BIND=true) and this process has it set;
     # pinned, every replica binds its first thread to the first core, so N replicas share one core.
     env["OMP_PROC_BIND"] = "false"
     env.update({name: value for name, value in LOOPBACK_INTERFACES.items() if name not in os.environ})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return env
+
+
+def torchrun(job: ReplicaJob, job_path: Path) -> data_parallel.Launch:
+    """One torchrun on this machine, which starts the job's replicas on the loopback address."""
+    out = Path(job.out)
+    command = data_parallel.python_module(
+        "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(job.replicas),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{data_parallel.LOOPBACK}:{data_parallel.free_port()}",
+        "--local-addr", data_parallel.LOOPBACK, "--rdzv-conf", f"join_timeout={job.timeout:.0f}", "--max-restarts", "0",
+        "--log-dir", str(out / "logs" / "torchrun"),  # its error files, instead of a new /tmp folder per run
+        "--module", REPLICA_MODULE, str(job_path),
+    )
+    return data_parallel.Launch([command], ["torchrun"], replica_devices(job), replica_env(job.replicas))
 
 
 def train_data_parallel(job: ReplicaJob) -> dict:
     """Launch job.replicas DDP replicas with torchrun on this machine and collect what they wrote."""
-    check_engine(job, ENGINES)
-    devices = replica_devices(job)
-    out = Path(job.out)
-    job_path = job.save(out / "replica-job.json")
-    torchrun = python_module(
-        "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(job.replicas),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{LOOPBACK}:{free_port()}", "--local-addr", LOOPBACK,
-        "--rdzv-conf", f"join_timeout={job.timeout:.0f}", "--max-restarts", "0",
-        "--log-dir", str(out / "logs" / "torchrun"),  # its error files, instead of a new /tmp folder per run
-        "--module", REPLICA_MODULE, str(job_path),
-    )
-    start = time.perf_counter()
     try:
-        run_processes([torchrun], replica_env(job.replicas), out / "logs", job.timeout, names=["torchrun"], heartbeats=out)
+        return data_parallel.launch(job, ENGINES, torchrun)
     except ReplicaFailed as failure:
         # run_processes sees one process, torchrun; its summary names the replica that failed
         # first, which a long traceback can push out of the stderr tail.
-        root_cause = ROOT_CAUSE_RANK.search((out / "logs" / "torchrun.log").read_text(errors="replace"))
+        log = Path(job.out) / "logs" / "torchrun.log"
+        root_cause = ROOT_CAUSE_RANK.search(log.read_text(errors="replace")) if log.exists() else None
         if root_cause is None:
             raise
         raise ReplicaFailed(f"replica rank {root_cause[1]} failed first; {failure}") from failure
-    return collect(job, ENGINES[job.engine], processes=job.replicas, devices=devices, seconds=time.perf_counter() - start)
 
 
 def end_with_launcher() -> None:
@@ -187,7 +166,8 @@ def main(argv: list[str]) -> None:
         # DDP on the CPU takes no device_ids. One wrapper serves both trainers train_replica makes:
         # each wrapper registers its own gradient hooks on the parameters.
         ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if on_gpu else None)
-        train_replica(pytorch, job, dist.get_rank(), model, lambda _model, data, config: DataParallelTrainer(ddp_model, data, config, job.mean_of_shard_means))
+        trainer_class = data_parallel.replica_trainer_class(job, DataParallelTrainer)
+        data_parallel.train_replica(pytorch, job, dist.get_rank(), model, lambda _model, data, config: trainer_class(ddp_model, data, config))
     finally:
         dist.destroy_process_group()
 

@@ -35,7 +35,7 @@ from common.pitfalls import (
 from common.training import evaluate_with, fit
 from frameworks import pytorch as backend
 from frameworks.pytorch import distributed
-from frameworks.pytorch.train import Trainer, cross_entropy
+from frameworks.pytorch.train import Trainer
 
 # The data-parallel reduction pitfall's engine: torchrun with DDP over gloo, as the comparison runs it
 REDUCTION_ENGINE = distributed.DEFAULT_ENGINE
@@ -63,55 +63,36 @@ def reinitialize_with_pytorch_defaults(model: nn.Module, seed: int) -> nn.Module
 def softmax_before_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Loss: F.cross_entropy takes LOGITS and applies log-softmax itself. Given probabilities it
     softmaxes them a second time: every input lies in [0, 1], so the loss cannot fall below
-    log(1 + 9/e) and its gradient shrinks as the model grows confident. It trains slowly, or not at all."""
-    return F.cross_entropy(F.softmax(logits, dim=1), labels)
+    log(1 + 9/e) and its gradient shrinks as the model grows confident. It trains slowly, or not
+    at all. Summed over the batch, as the Trainer's `loss` hook returns it."""
+    return F.cross_entropy(F.softmax(logits, dim=1), labels, reduction="sum")
 
 
-def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Loss: the batch's SUM, not its mean. The gradient is batch-size times larger, so SGD with the
-    recipe's lr of 0.1 takes steps of an lr of 12.8 (and a smaller one on the last, partial batch)."""
-    return F.cross_entropy(logits, labels, reduction="sum")
+class SoftmaxBeforeLossTrainer(Trainer):
+    """The backend's Trainer with softmax_before_loss in its `loss` hook."""
+
+    loss = staticmethod(softmax_before_loss)
 
 
-class LossLineTrainer(Trainer):
-    """The backend's Trainer with its loss line written out, for the loss mistakes to replace.
+class SummedLossTrainer(Trainer):
+    """Loss: the batch's SUM, not its mean (F.cross_entropy(logits, y, reduction="sum") back-
+    propagated as it is). The gradient is batch-size times larger, so SGD with the recipe's lr of
+    0.1 takes steps of an lr of 12.8 (and a smaller one on the last, partial batch). Only the
+    Trainer's `reduce` hook changes: the history still gets the batch's MEAN loss, so the common
+    loop's divergence check judges the per-example loss, as for every run."""
 
-    step() is the backend's step with loss(logits, labels) where the backend calls cross_entropy;
-    the batches, the optimizer and the running totals are the backend's. loss_is_summed says
-    whether loss() returns the batch's sum, so that the history still gets the batch's MEAN loss
-    (and the common loop's divergence check judges the per-example loss, as for every run).
-    With the backend's loss it trains exactly as the backend's Trainer (a test checks this).
-    """
-
-    loss_is_summed = False
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(logits, labels)
-
-    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
-        x, y = self.batch(batch_indices)
-        self.model.train()
-        logits = self.model(x)
-        loss = self.loss(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        mean_loss = loss.detach() / len(batch_indices) if self.loss_is_summed else loss.detach()
-        self.loss_sum += mean_loss * len(batch_indices)
-        self.correct += (logits.detach().argmax(dim=1) == y).sum()
-        return mean_loss
+    def reduce(self, loss_sum: torch.Tensor, examples: int, global_batch_size: int) -> torch.Tensor:
+        return loss_sum
 
 
-class SoftmaxBeforeLossTrainer(LossLineTrainer):
-    def loss(self, logits, labels):
-        return softmax_before_loss(logits, labels)
+class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
+    """Data-parallel reduction: each replica back-propagates its shard's MEAN loss, and DDP averages
+    the replicas' gradients with equal weights: the update is the mean of the shard means, which
+    weighs the examples of a smaller shard more (43, 43 and 42 of 128 over 3 replicas). Only the
+    `reduce` hook changes; the replicas run it through ReplicaJob.trainer."""
 
-
-class SummedLossTrainer(LossLineTrainer):
-    loss_is_summed = True
-
-    def loss(self, logits, labels):
-        return summed_loss(logits, labels)
+    def reduce(self, loss_sum: torch.Tensor, examples: int, global_batch_size: int) -> torch.Tensor:
+        return loss_sum * (1 / max(examples, 1))
 
 
 def build_without_conv1_padding(variant: str = "classic", device: str = "cpu") -> nn.Sequential:
@@ -335,10 +316,8 @@ def measure_tf32(ctx: PitfallContext) -> dict:
 
 
 def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
-    # DDP averages the replicas' gradients with equal weights: a replica that back-propagates its
-    # shard's MEAN loss makes the update the mean of the shard means (distributed.DataParallelTrainer).
     return data_parallel_reduction(
-        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
+        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer,
         "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages",
     )
 

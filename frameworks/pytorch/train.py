@@ -13,10 +13,17 @@ from frameworks.pytorch.convert import canonical_params
 from frameworks.pytorch.model import model_device
 
 
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy on raw logits, SUMMED over the batch: F.cross_entropy applies
+    log-softmax itself, and reduction="sum" leaves the division to the caller, who knows how many
+    examples the update is over (a data-parallel replica holds only a shard of the global batch)."""
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy on raw logits: F.cross_entropy applies log-softmax itself and
-    averages over the batch by default (reduction="mean")."""
-    return F.cross_entropy(logits, labels)
+    """The batch's mean softmax cross-entropy: its summed loss over its count (F.cross_entropy's
+    default reduction="mean" computes the same)."""
+    return summed_cross_entropy(logits, labels) / len(labels)
 
 
 def _logits(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -47,7 +54,14 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 
 class Trainer(interface.Trainer):
-    """The training set lives on the model's device as uint8; each step gathers and scales a batch."""
+    """The training set lives on the model's device as uint8; each step gathers and scales a batch.
+
+    The step's two documented hooks, which a subclass replaces (data parallelism, and the mistakes
+    frameworks/pytorch/pitfalls.py measures): `loss`, the batch's SUMMED loss, and `reduce`, what
+    backward() differentiates from that sum.
+    """
+
+    loss = staticmethod(summed_cross_entropy)
 
     def __init__(self, model: torch.nn.Module, data, config: TrainConfig):
         self.model = model
@@ -65,18 +79,28 @@ class Trainer(interface.Trainer):
         index = torch.from_numpy(batch_indices).to(self.images.device)
         return self.images[index].unsqueeze(1).float().div_(255), self.labels[index]
 
-    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+    def reduce(self, loss_sum: torch.Tensor, examples: int, global_batch_size: int) -> torch.Tensor:
+        """What backward() differentiates: the summed loss of `examples` examples over the global
+        batch size, so the gradient is that of the global batch's mean loss."""
+        return loss_sum / global_batch_size
+
+    def update(self, batch_indices: np.ndarray, global_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step from these examples, part of a global batch of global_batch_size
+        (all of it on one device). Returns their summed loss and correct count, on the device."""
         x, y = self.batch(batch_indices)
         self.model.train()
         logits = self.model(x)
-        loss = cross_entropy(logits, y)
+        loss_sum = self.loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.reduce(loss_sum, len(y), global_batch_size).backward()
         self.optimizer.step()
-        loss = loss.detach()
-        self.loss_sum += loss * len(batch_indices)
-        self.correct += (logits.detach().argmax(dim=1) == y).sum()
-        return loss
+        return loss_sum.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+    def step(self, batch_indices: np.ndarray) -> torch.Tensor:
+        loss_sum, correct = self.update(batch_indices, len(batch_indices))
+        self.loss_sum += loss_sum
+        self.correct += correct
+        return loss_sum / len(batch_indices)
 
     def epoch_totals(self) -> tuple[float, int]:
         totals = float(self.loss_sum), int(self.correct)

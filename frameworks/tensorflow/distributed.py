@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -53,12 +52,20 @@ REPLICA_MODULE = "frameworks.tensorflow.distributed"
 
 
 class DataParallelTrainer(Trainer):
-    """The backend's Trainer (training set on the device as uint8, the backend's optimizer) run as
-    one replica of a tf.distribute strategy: strategy.run steps every local replica on its shard."""
+    """The backend's Trainer (training set on the device as uint8, the backend's optimizer, its
+    update) run as one replica of a tf.distribute strategy: strategy.run updates every local replica
+    from its shard.
 
-    def __init__(self, model: keras.Model, data, config: TrainConfig, strategy: tf.distribute.Strategy, mean_of_shard_means: bool = False):
+    The strategy SUMS the replicas' gradients (Keras's optimizer.apply all-reduces them in a replica
+    context), so the inherited `reduce`, each shard's loss sum over the GLOBAL batch size, makes that
+    sum the gradient of the global batch's mean loss, whatever the shard sizes: 43, 43 and 42 of 128
+    over 3 replicas, or an empty shard. tf.nn.compute_average_loss left without global_batch_size
+    divides by this shard's size times the number of replicas instead, which weighs the examples of
+    a smaller shard more.
+    """
+
+    def __init__(self, model: keras.Model, data, config: TrainConfig, strategy: tf.distribute.Strategy):
         self.strategy = strategy
-        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
         with strategy.scope():  # the optimizer's slots and the epoch totals become mirrored variables
             super().__init__(model, data, config)
         # Replaces the single-device step. The global batch travels as one ragged tensor, a row
@@ -67,29 +74,16 @@ class DataParallelTrainer(Trainer):
         shards_spec = tf.RaggedTensorSpec([strategy.num_replicas_in_sync, None], tf.int64, ragged_rank=1, row_splits_dtype=tf.int64)
         self._step = tf.function(self._distributed_step, input_signature=[shards_spec])
 
-    def _replica_step(self, batch_indices: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
-        x, y = self.gather_batch(batch_indices)
-        with tf.GradientTape() as tape:
-            logits = self.model(x, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            # The strategy SUMS the replicas' gradients (Keras's optimizer.apply all-reduces them in
-            # a replica context). Dividing each shard's loss sum by the GLOBAL batch size makes that
-            # sum the gradient of the global batch's mean loss, whatever the shard sizes: 43, 43 and
-            # 42 of 128 over 3 replicas, or an empty shard. compute_average_loss left to itself
-            # divides by this shard's size times the number of replicas instead, which weighs the
-            # examples of a smaller shard more.
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-            # Pitfalls only (ReplicaJob.mean_of_shard_means): compute_average_loss's own divisor, the
-            # naive reduction whose cost frameworks/tensorflow/pitfalls.py measures.
-            differentiated = tf.nn.compute_average_loss(per_example) if self.mean_of_shard_means else loss
-        self.optimizer.apply(tape.gradient(differentiated, self.variables), self.variables)
-        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.float32))
-        return tf.stack([loss, correct])  # the reported loss stays the global batch's mean either way
+    def _replica_update(self, batch_indices: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
+        loss_sum, correct = self.update(batch_indices, global_batch_size)
+        # This shard's part of the global batch's mean loss (the engine sums the parts), whatever
+        # the update differentiated.
+        return tf.stack([tf.math.divide_no_nan(loss_sum, tf.cast(global_batch_size, loss_sum.dtype)), correct])
 
     def _distributed_step(self, shards: tf.RaggedTensor) -> tf.Tensor:
         own_shard = self.strategy.experimental_distribute_values_from_function(lambda ctx: shards[ctx.replica_id_in_sync_group])
         global_batch_size = tf.size(shards.flat_values, tf.int64)
-        per_replica = self.strategy.run(self._replica_step, args=(own_shard, global_batch_size))
+        per_replica = self.strategy.run(self._replica_update, args=(own_shard, global_batch_size))
         # Summed by the engine over every replica of every worker: the global batch's mean loss and
         # its correct predictions (a float32 count, exact far beyond a batch's size).
         mean_loss, correct = tf.unstack(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
@@ -139,10 +133,8 @@ def main(argv: list[str]) -> int:
         raise RuntimeError(f"the strategy has {strategy.num_replicas_in_sync} replicas, the job asks for {job.replicas}")
     with strategy.scope():  # variables created here are mirrored on every replica
         model = backend.build(job.config.variant, "cpu")
-    def make_trainer(model, data, config):
-        return DataParallelTrainer(model, data, config, strategy, job.mean_of_shard_means)
-
-    data_parallel.train_replica(backend, job, rank, model, make_trainer)
+    trainer_class = data_parallel.replica_trainer_class(job, DataParallelTrainer)
+    data_parallel.train_replica(backend, job, rank, model, lambda model, data, config: trainer_class(model, data, config, strategy))
     save_other_local_replicas(model, strategy, job)
     return 0
 
@@ -151,11 +143,12 @@ def worker_tf_config(workers: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def replica_commands(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], list[str]]:
-    """(commands, process names, one device per replica) for the job's engine."""
+def replica_launch(job: data_parallel.ReplicaJob, job_path: Path) -> data_parallel.Launch:
+    """The processes of the job's engine: one per worker (multi_worker), or one for all (mirrored)."""
     replica = data_parallel.python_module(REPLICA_MODULE, str(job_path))
+    env = replica_env(job)
     if job.engine == "mirrored":
-        return [replica], ["mirrored"], [f"/job:localhost/replica:0/task:0/device:CPU:{r}" for r in range(job.replicas)]
+        return data_parallel.Launch([replica], ["mirrored"], [f"/job:localhost/replica:0/task:0/device:CPU:{r}" for r in range(job.replicas)], env)
     ports = set()
     while len(ports) < job.replicas:  # distinct, though each probe alone could repeat an earlier port
         ports.add(data_parallel.free_port())
@@ -163,7 +156,7 @@ def replica_commands(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[lis
     # `env` sets TF_CONFIG for this one process, then becomes the replica
     commands = [["env", f"TF_CONFIG={worker_tf_config(workers, rank)}", *replica] for rank in range(job.replicas)]
     devices = [f"/job:worker/replica:0/task:{rank}/device:CPU:0" for rank in range(job.replicas)]
-    return commands, [f"worker{rank}" for rank in range(job.replicas)], devices
+    return data_parallel.Launch(commands, [f"worker{rank}" for rank in range(job.replicas)], devices, env)
 
 
 def replica_env(job: data_parallel.ReplicaJob) -> dict[str, str]:
@@ -176,13 +169,8 @@ def replica_env(job: data_parallel.ReplicaJob) -> dict[str, str]:
 
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
-    data_parallel.check_engine(job, ENGINES, cpu_only=True)
-    out = Path(job.out)
-    job_path = job.save(out / "replica-job.json")
-    commands, names, devices = replica_commands(job, job_path)
-    start = time.perf_counter()
-    data_parallel.run_processes(commands, replica_env(job), out / "logs", job.timeout, names, heartbeats=out)
-    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
+    return data_parallel.launch(job, ENGINES, replica_launch, cpu_only=True)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ def with_same_padding_on_conv2(model: keras.Model) -> keras.Model:
 
 # --- Loss: Keras's default from_logits=False on raw logits ----------------------------------------------------
 
-KERAS_DEFAULT_LOSS = keras.losses.SparseCategoricalCrossentropy()  # from_logits=False: expects probabilities
+# from_logits=False, Keras's default: expects probabilities. Summed, as the Trainer's `loss` hook
+# returns a loss (the step divides by the batch size): the mistake is from_logits alone.
+KERAS_DEFAULT_LOSS = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
 
 
 def cross_entropy_on_logits_as_probabilities(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -105,7 +107,8 @@ def cross_entropy_on_logits_as_probabilities(logits: tf.Tensor, labels: tf.Tenso
 
 
 class KerasDefaultLossTrainer(Trainer):
-    """The backend's Trainer, with the loss a Keras user gets by leaving from_logits at its default."""
+    """The backend's Trainer, with the loss a Keras user gets by leaving from_logits at its default
+    in its `loss` hook."""
 
     loss = staticmethod(cross_entropy_on_logits_as_probabilities)
 
@@ -393,14 +396,21 @@ def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     ]
 
 
+class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
+    """Data-parallel reduction: the strategy SUMS the replicas' gradients, and
+    tf.nn.compute_average_loss(per_example_loss) without global_batch_size divides each replica's
+    loss by its own shard's size times the replicas, which makes the update the mean of the shard
+    means. Only the `reduce` hook changes; the replicas run it through ReplicaJob.trainer."""
+
+    def reduce(self, loss_sum: tf.Tensor, examples: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
+        return tf.math.divide_no_nan(loss_sum, tf.cast(examples * self.strategy.num_replicas_in_sync, loss_sum.dtype))
+
+
 def data_parallel_reduction_cost(ctx: PitfallContext) -> list[dict]:
-    """MirroredStrategy SUMS the replicas' gradients; compute_average_loss without global_batch_size
-    divides each replica's loss by its own shard's size times the replicas, which makes the update
-    the mean of the shard means (distributed.DataParallelTrainer._replica_step). The one-process
-    engine: the reduction is the same as across workers, and it starts in seconds."""
+    """The one-process engine: the reduction is the same as across workers, and it starts in seconds."""
     return [
         data_parallel_reduction(
-            ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE,
+            ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer,
             "loss = tf.nn.compute_average_loss(per_example_loss)  # no global_batch_size: each shard's own mean",
         )
     ]

@@ -13,13 +13,20 @@ from frameworks.tensorflow.convert import to_canonical
 from frameworks.tensorflow.model import model_device, to_nhwc
 
 # Softmax cross-entropy with integer labels. from_logits=True because the network ends in fc3's
-# raw logits (Keras's default, False, expects probabilities); the default reduction
-# ("sum_over_batch_size") is the mean over the batch, as in PyTorch's F.cross_entropy.
-_SPARSE_CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# raw logits (Keras's default, False, expects probabilities). reduction="sum" leaves the division
+# to the step, which knows the global batch size: Keras's default ("sum_over_batch_size") divides
+# by this batch's size, and under a tf.distribute strategy also by the number of replicas.
+_SUMMED_SPARSE_CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+
+
+def summed_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """The batch's softmax cross-entropy, summed over its examples."""
+    return _SUMMED_SPARSE_CROSS_ENTROPY(labels, logits)  # Keras losses take (y_true, y_pred): labels first
 
 
 def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    return _SPARSE_CROSS_ENTROPY(labels, logits)  # Keras losses take (y_true, y_pred): labels first
+    """The batch's mean: its summed loss over its count."""
+    return summed_cross_entropy(logits, labels) / tf.cast(tf.size(labels), tf.float32)
 
 # Pixel value -> float32 in [0, 1]. TensorFlow's graph optimizer (and XLA) rewrite x / 255 as
 # x * (1/255), which is one ulp off for 126 of the 256 values; looking the quotients up in a
@@ -88,9 +95,14 @@ def unpack_pixels(words: tf.Tensor, image_shape) -> tf.Tensor:
 
 
 class Trainer(interface.Trainer):
-    """The training set lives on the model's device as uint8 NHWC; each step gathers and scales a batch."""
+    """The training set lives on the model's device as uint8 NHWC; each step gathers and scales a batch.
 
-    loss = staticmethod(cross_entropy)  # what the step minimizes; a subclass may swap it (see pitfalls.py)
+    The step's two documented hooks, which a subclass replaces (data parallelism, and the mistakes
+    frameworks/tensorflow/pitfalls.py measures): `loss`, the batch's SUMMED loss, and `reduce`, what
+    the tape differentiates from that sum.
+    """
+
+    loss = staticmethod(summed_cross_entropy)
 
     def __init__(self, model: keras.Model, data, config: TrainConfig):
         self.model = model
@@ -116,16 +128,31 @@ class Trainer(interface.Trainer):
         pixels = unpack_pixels(tf.gather(self.images, batch_indices), self.image_shape)
         return tf.gather(self.pixel_values, tf.cast(pixels, tf.int32)), tf.gather(self.labels, batch_indices)
 
+    def reduce(self, loss_sum: tf.Tensor, examples: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
+        """What the tape differentiates: the summed loss of `examples` examples over the global batch
+        size (tf.nn.compute_average_loss(per_example_losses, global_batch_size) computes the same),
+        so the gradient is that of the global batch's mean loss."""
+        return tf.math.divide_no_nan(loss_sum, tf.cast(global_batch_size, loss_sum.dtype))
+
+    def update(self, batch_indices: tf.Tensor, global_batch_size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One optimizer step from these examples, part of a global batch of global_batch_size (all of
+        it on one device), traced into the step. Returns their summed loss and correct count (float32)."""
+        x, y = self.gather_batch(batch_indices)
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss_sum = self.loss(logits, y)
+            differentiated = self.reduce(loss_sum, tf.size(y), global_batch_size)
+        self.optimizer.apply(tape.gradient(differentiated, self.variables), self.variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.float32))
+        return loss_sum, correct
+
     def _train_step(self, batch_indices: tf.Tensor) -> tf.Tensor:
         with tf.device(self.device):  # recorded in the traced graph, so every step runs there
-            x, y = self.gather_batch(batch_indices)
-            with tf.GradientTape() as tape:
-                logits = self.model(x, training=True)
-                loss = self.loss(logits, y)
-            self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
-            self.loss_sum.assign_add(loss * tf.cast(tf.size(batch_indices), tf.float32))
-            self.correct.assign_add(tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int64)))
-            return loss
+            batch_size = tf.size(batch_indices)
+            loss_sum, correct = self.update(batch_indices, batch_size)
+            self.loss_sum.assign_add(loss_sum)
+            self.correct.assign_add(tf.cast(correct, tf.int64))
+            return loss_sum / tf.cast(batch_size, tf.float32)
 
     def step(self, batch_indices: np.ndarray) -> tf.Tensor:
         return self._step(batch_indices)
