@@ -12,7 +12,7 @@ all-reduces of the loss, the gradients and the running totals itself. Two engine
                    the same program, with the collectives inside the process.
 
 Sharding needs equal per-device shapes, so every global batch is padded to a multiple of N and
-the padding is masked out of the loss (see _global_mean_loss).
+the padding is masked out of the loss (see train.py::mean_over_real_examples).
 
 Launch: train_data_parallel(job) writes replica-job.json and starts
 `python -m frameworks.jax.distributed replica-job.json [--process-id I --coordinator HOST:PORT]`,
@@ -37,7 +37,6 @@ import functools
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -51,6 +50,7 @@ from common import data_parallel, interface
 from common.weights import Weights, save_weights
 from frameworks.jax.convert import to_canonical
 from frameworks.jax.model import LeNet
+from frameworks.jax.train import train_step
 
 ENGINES = {
     "multi_process": "one process and CPU device per replica: jax.distributed.initialize with gloo CPU "
@@ -61,55 +61,13 @@ ENGINES = {
 DEFAULT_ENGINE = "multi_process"
 MODULE = "frameworks.jax.distributed"
 DATA_AXIS = "data"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _global_mean_loss(model: LeNet, x: jax.Array, y: jax.Array, weight: jax.Array):
-    """The global batch's mean loss over its real examples; weight is 1 for them and 0 for padding."""
-    logits = model(x)
-    # The backend's cross_entropy is a batch mean; over a batch of one it is that example's loss.
-    losses = jax.vmap(lambda logit, label: backend.cross_entropy(logit[None], label[None]))(logits, y)
-    # Each device holds one shard, padded to a common length. Dividing by the real examples of the
-    # WHOLE batch (B) gives every example the weight 1/B, on whichever device it sits, so the sum
-    # that jit derives over the devices (the all-reduce of loss and gradients) is exactly the
-    # gradient of the global mean. Per-device means averaged over devices (what lax.pmean of local
-    # means does) would give the 42 examples of a 43/43/42 split more weight each; a plain .mean()
-    # over the padded batch would count the padding.
-    return jnp.sum(weight * losses) / jnp.sum(weight), (logits, losses)
-
-
-def _mean_of_shard_means_loss(model: LeNet, x: jax.Array, y: jax.Array, weight: jax.Array, replicas: int):
-    """Pitfalls only (ReplicaJob.mean_of_shard_means): each device's mean over its own real examples,
-    then the mean of those, as lax.pmean of per-device means gives. frameworks/jax/pitfalls.py
-    measures what it costs when the shards are unequal."""
-    _, (logits, losses) = _global_mean_loss(model, x, y, weight)
-    per_device = (weight * losses).reshape(replicas, -1).sum(axis=1) / weight.reshape(replicas, -1).sum(axis=1)
-    return jnp.mean(per_device), (logits, losses)
-
-
-def _train_step(loss_function, graphdef, state, totals, images, labels, batch_indices, weight):
-    """train.py's step, with the loss weighted over a padded, sharded batch."""
-    model, optimizer = nnx.merge(graphdef, state)
-    x = images[batch_indices].astype(jnp.float32) / 255  # as common.data.scale_images
-    y = labels[batch_indices]
-    (_, (logits, losses)), grads = nnx.value_and_grad(loss_function, has_aux=True)(model, x, y, weight)
-    optimizer.update(model, grads)
-    loss_sum, correct = totals
-    correct_here = (logits.argmax(axis=1) == y) & (weight > 0)
-    batch_loss_sum = jnp.sum(weight * losses)
-    totals = (loss_sum + batch_loss_sum, correct + jnp.sum(correct_here, dtype=correct.dtype))
-    # Reported: the global batch's mean loss, whatever the loss function differentiated.
-    return nnx.state((model, optimizer)), totals, batch_loss_sum / jnp.sum(weight)
 
 
 @functools.cache
-def _compiled_step(mesh: Mesh, mean_of_shard_means: bool = False):
-    loss_function = functools.partial(_mean_of_shard_means_loss, replicas=mesh.devices.size) if mean_of_shard_means else _global_mean_loss
-    # Outputs pinned to "replicated": every device keeps a full, identical copy of the weights.
-    # State and totals are donated, as in train.py: XLA updates their buffers in place.
-    return jax.jit(
-        functools.partial(_train_step, loss_function), static_argnums=0, donate_argnums=(1, 2), out_shardings=NamedSharding(mesh, PartitionSpec())
-    )
+def _compiled_step(mesh: Mesh):
+    """train.py's step, jitted over the mesh. Outputs pinned to "replicated": every device keeps a
+    full, identical copy of the weights. State and totals are donated, as in train.py."""
+    return jax.jit(train_step, static_argnums=(0, 1), donate_argnums=(2, 3), out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def _replicate(tree, sharding: NamedSharding):
@@ -127,30 +85,27 @@ def _replicate(tree, sharding: NamedSharding):
     return jax.tree.map(place, tree)
 
 
-class DataParallelTrainer(interface.Trainer):
+class DataParallelTrainer(backend.Trainer):
     """The backend's Trainer, placed on a device mesh: replicated weights and data, sharded batches.
 
     Each process lays the shards (common.data_parallel.shard) of its own devices into the padded
-    per-device slots of the global batch; jax.jit runs the step over all devices at once.
+    per-device slots of the global batch; jax.jit runs the backend's step over all devices at once,
+    with the padding's weight 0 in the inherited objective.
     """
 
-    def __init__(self, model: LeNet, data, config: interface.TrainConfig, mesh: Mesh, mean_of_shard_means: bool = False):
-        self.model = model
-        self.home = backend.model_device(model)  # where sync_model puts the weights for evaluate()
+    def __init__(self, model: LeNet, data, config: interface.TrainConfig, mesh: Mesh):
+        # The backend's own set-up (training copy of the model, dropout seed, optimizer, uint8 NHWC
+        # data on the device), then placed on every device of the mesh.
         self.replicas = mesh.devices.size
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+        super().__init__(model, data, config)
         # Mesh positions of this process's devices: the shards it hands in, in mesh order.
         self.local_ranks = [rank for rank, device in enumerate(mesh.devices.flat) if device.process_index == jax.process_index()]
-        # The backend's own set-up (training copy of the model, dropout seed, optimizer, uint8 NHWC
-        # data on the device), then placed on every device of the mesh.
-        single = backend.Trainer(model, data, config)
-        self.graphdef = single.graphdef
-        self.state, self.images, self.labels = _replicate((single.state, single.images, single.labels), self.replicated)
-        self.totals = self._zero_totals()
-        self.step_function = _compiled_step(mesh, mean_of_shard_means)
+        self.state, self.images, self.labels = _replicate((self.state, self.images, self.labels), self.replicated)
+        self.step_function = _compiled_step(mesh)
 
-    def _zero_totals(self):
+    def zero_totals(self):
         return _replicate((np.float32(0), np.int32(0)), self.replicated)
 
     def _sharded_batch(self, batch_indices: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -168,14 +123,9 @@ class DataParallelTrainer(interface.Trainer):
     def step(self, batch_indices: np.ndarray) -> jax.Array:
         indices, weight = self._sharded_batch(np.asarray(batch_indices))
         self.state, self.totals, loss = self.step_function(
-            self.graphdef, self.state, self.totals, self.images, self.labels, indices, weight
+            self.objective, self.graphdef, self.state, self.totals, self.images, self.labels, indices, weight
         )
-        return loss  # the global mean, replicated: every process can read it
-
-    def epoch_totals(self) -> tuple[float, int]:
-        loss_sum, correct = jax.device_get(self.totals)  # replicated, so each process reads its own copy
-        self.totals = self._zero_totals()
-        return float(loss_sum), int(correct)
+        return loss  # the global mean, replicated: every process can read it (as the totals)
 
     def device_weights(self, device) -> Weights:
         """The canonical weights as one device holds them."""
@@ -185,7 +135,7 @@ class DataParallelTrainer(interface.Trainer):
     def sync_model(self) -> None:
         # A copy (may_alias=False) of this process's first replica: the next step donates the buffers.
         params = nnx.filter_state(self.state[0], nnx.Param)
-        nnx.update(self.model, jax.tree.map(lambda leaf: jax.device_put(leaf.addressable_data(0), self.home, may_alias=False), params))
+        nnx.update(self.model, jax.tree.map(lambda leaf: jax.device_put(leaf.addressable_data(0), self.device, may_alias=False), params))
 
 
 @functools.partial(nnx.jit, static_argnums=0)
@@ -229,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(virtual_devices: set JAX_NUM_CPU_DEVICES={job.replicas} before starting the process)"
         )
     trainers = []
+    trainer_class = data_parallel.replica_trainer_class(job, DataParallelTrainer)
 
     def make_trainer(model, data, config):
-        trainers.append(DataParallelTrainer(model, data, config, mesh, job.mean_of_shard_means))
+        trainers.append(trainer_class(model, data, config, mesh))
         return trainers[-1]
 
     data_parallel.train_replica(backend, job, jax.process_index(), build_on_this_process(job.config.variant), make_trainer)
@@ -252,31 +203,29 @@ def _replica_env(processes: int, devices_per_process: int) -> dict[str, str]:
         "NPROC": str(threads),  # the size of XLA's CPU thread pool (default: every core)
         "JAX_PLATFORMS": "cpu",  # both engines run on CPU devices, also where a GPU is visible
         "JAX_NUM_CPU_DEVICES": str(devices_per_process),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
+
+
+def replica_launch(job: data_parallel.ReplicaJob, job_path: Path) -> data_parallel.Launch:
+    """One process per replica joined through a coordinator (multi_process), or one process with N devices."""
+    if job.engine == "multi_process":
+        coordinator = f"{data_parallel.LOOPBACK}:{data_parallel.free_port()}"
+        commands = [
+            data_parallel.python_module(MODULE, str(job_path), "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)
+        ]
+        return data_parallel.Launch(
+            commands, [f"replica{rank}" for rank in range(job.replicas)], [f"cpu of process {rank}" for rank in range(job.replicas)],
+            _replica_env(processes=job.replicas, devices_per_process=1),
+        )
+    return data_parallel.Launch(
+        [data_parallel.python_module(MODULE, str(job_path))], ["virtual-devices"],
+        [f"virtual cpu {rank} of process 0" for rank in range(job.replicas)], _replica_env(processes=1, devices_per_process=job.replicas),
+    )
 
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch job.replicas replicas with job.engine, wait at most job.timeout, and collect their results."""
-    data_parallel.check_engine(job, ENGINES, cpu_only=True)
-    out = Path(job.out)
-    job_path = str(job.save(out / "replica-job.json"))
-    if job.engine == "multi_process":
-        coordinator = f"{data_parallel.LOOPBACK}:{data_parallel.free_port()}"
-        names = [f"replica{rank}" for rank in range(job.replicas)]
-        commands = [
-            data_parallel.python_module(MODULE, job_path, "--process-id", str(rank), "--coordinator", coordinator) for rank in range(job.replicas)
-        ]
-        env = _replica_env(processes=job.replicas, devices_per_process=1)
-        devices = [f"cpu of process {rank}" for rank in range(job.replicas)]
-    else:
-        names = ["virtual-devices"]
-        commands = [data_parallel.python_module(MODULE, job_path)]
-        env = _replica_env(processes=1, devices_per_process=job.replicas)
-        devices = [f"virtual cpu {rank} of process 0" for rank in range(job.replicas)]
-    start = time.perf_counter()
-    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
-    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    return data_parallel.launch(job, ENGINES, replica_launch, cpu_only=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import frameworks.jax as backend
@@ -252,40 +251,19 @@ def initializer_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Loss. optax's losses are per example; the recipe's loss is their mean. Summing them makes every
 # gradient batch-size (128) times larger, i.e. SGD at lr 12.8 instead of 0.1, with no error at all.
-# The backend's step is a module-level jitted function over _loss, so the mistaken step is its own
-# small jitted function of the same shape, and a Trainer subclass runs it.
 
 
-def summed_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
-
-
-def _summed_loss(model: LeNet, x: jax.Array, y: jax.Array):
-    logits = model(x)
-    return summed_cross_entropy(logits, y), logits
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _summed_loss_train_step(graphdef, state, totals, images, labels, batch_indices):
-    model, optimizer = nnx.merge(graphdef, state)
-    x = images[batch_indices].astype(jnp.float32) / 255
-    y = labels[batch_indices]
-    (loss_sum, logits), grads = nnx.value_and_grad(_summed_loss, has_aux=True)(model, x, y)
-    optimizer.update(model, grads)
-    running_loss, correct = totals
-    totals = (running_loss + loss_sum, correct + jnp.sum(logits.argmax(axis=1) == y))
-    # The history still reports the mean per example, so the curves stay comparable.
-    return nnx.state((model, optimizer)), totals, loss_sum / len(batch_indices)
+def summed_loss(losses: jax.Array, weight: jax.Array) -> jax.Array:
+    """optax's per-example losses summed, not averaged: the objective a user writes as
+    optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()."""
+    return jnp.sum(weight * losses)
 
 
 class SummedLossTrainer(backend.Trainer):
-    """The backend's Trainer whose step differentiates the batch's summed loss instead of its mean."""
+    """The backend's Trainer with summed_loss in its `objective` hook. The history still reports the
+    mean per example (the step does), so the curves stay comparable."""
 
-    def step(self, batch_indices: np.ndarray) -> jax.Array:
-        self.state, self.totals, loss = _summed_loss_train_step(
-            self.graphdef, self.state, self.totals, self.images, self.labels, batch_indices.astype(np.int32)
-        )
-        return loss
+    objective = staticmethod(summed_loss)
 
 
 def loss_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
@@ -377,13 +355,35 @@ def dropout_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Data-parallel reduction. jit derives the all-reduces from a loss over the whole sharded batch, so
-# the global mean is what the program says (distributed._global_mean_loss). The mistake a pmap or
-# shard_map user makes is each device's own mean, then lax.pmean of those: with unequal shards that
-# weighs the examples of a smaller shard more. The one-process engine (N virtual CPU devices) runs
-# the same program as the multi-process one and starts in seconds.
+# the global mean is what the program says (train.py::mean_over_real_examples). The mistake a pmap
+# or shard_map user makes is each device's own mean, then lax.pmean of those: with unequal shards
+# that weighs the examples of a smaller shard more. The one-process engine (N virtual CPU devices)
+# runs the same program as the multi-process one and starts in seconds.
 
 
 NAIVE_REDUCTION = 'loss = jax.lax.pmean(losses.mean(), "data")  # each device\'s shard mean, then their mean'
+
+
+@functools.cache
+def mean_of_shard_means(replicas: int):
+    """The objective that takes each device's mean over its own real examples, then the mean of
+    those, as lax.pmean of per-device means gives (one function per replica count: jit compiles
+    the step once for it)."""
+
+    def objective(losses: jax.Array, weight: jax.Array) -> jax.Array:
+        per_device = (weight * losses).reshape(replicas, -1).sum(axis=1) / weight.reshape(replicas, -1).sum(axis=1)
+        return jnp.mean(per_device)
+
+    return objective
+
+
+class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
+    """The data-parallel Trainer with mean_of_shard_means in its `objective` hook; the replicas run
+    it through ReplicaJob.trainer."""
+
+    def __init__(self, model: LeNet, data, config: TrainConfig, mesh):
+        super().__init__(model, data, config, mesh)
+        self.objective = mean_of_shard_means(self.replicas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,5 +400,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         loss_record(ctx, runs),
         batch_order_record(ctx, runs),
         dropout_record(ctx, runs),
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, NAIVE_REDUCTION),
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
     ]
