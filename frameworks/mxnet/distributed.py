@@ -36,20 +36,18 @@ from __future__ import annotations
 import faulthandler
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd
 
-from common import data_parallel, interface
+from common import data_parallel
 from common.interface import TrainConfig
 from common.weights import Weights, save_weights
 from frameworks import mxnet as backend
 from frameworks.mxnet.convert import canonical_params
-from frameworks.mxnet.train import gather_batch, make_optimizer, per_example_cross_entropy, training_set_on
+from frameworks.mxnet.train import Trainer, make_optimizer, training_set_on
 
 ENGINES = {
     "dist_sync": "mx.kv.create('dist_sync'): MXNet's parameter server (ps-lite scheduler, 1 server, one worker "
@@ -59,7 +57,6 @@ ENGINES = {
 }
 DEFAULT_ENGINE = "dist_sync"
 REPLICA_MODULE = "frameworks.mxnet.distributed"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class KVStoreGroup:
@@ -76,10 +73,10 @@ class KVStoreGroup:
 
     def __init__(
         self, kvstore: mx.kv.KVStore, contexts: list[mx.Context], first_shard: int, shard_count: int, fresh_state: Path, step_timeout: float,
-        mean_of_shard_means: bool = False,
+        trainer_class: type[DataParallelTrainer],
     ):
         self.kvstore, self.contexts, self.shard_count, self.step_timeout = kvstore, contexts, shard_count, step_timeout
-        self.mean_of_shard_means = mean_of_shard_means  # pitfalls only: the naive reduction (ReplicaJob)
+        self.trainer_class = trainer_class
         self.shard_ranks = range(first_shard, first_shard + len(contexts))
         self.fresh_state = fresh_state
         self.optimizer: mx.gluon.Trainer | None = None
@@ -96,20 +93,23 @@ class KVStoreGroup:
             self.kvstore.init(self.totals_key, mx.nd.zeros((2,)))
         else:
             self.optimizer.load_states(str(self.fresh_state))
-        return DataParallelTrainer(model, data, config, self)
+        return self.trainer_class(model, data, config, self)
 
 
-class DataParallelTrainer(interface.Trainer):
-    """step() takes the GLOBAL batch's indices; each context of this process trains on its shard,
-    the kvstore sums the gradients and the (loss sum, correct) totals over all shards, so every
-    context applies the same update and every replica reports the global batch's numbers."""
+class DataParallelTrainer(Trainer):
+    """The backend's Trainer over this process's contexts: step() takes the GLOBAL batch's indices,
+    and the backend's update trains each context on its shard. The kvstore SUMS the contexts' and
+    workers' gradients, so the inherited `reduce` (back-propagate each shard's per-example losses,
+    the gradient of its loss SUM, then step(n) with n = the GLOBAL batch size) makes the update the
+    gradient of the global mean for any split: 128 over 3 replicas is 43 + 43 + 42. Shard MEANS
+    summed (step(N) averages them) would weigh the 42 examples more. The kvstore also sums the
+    (loss sum, correct) totals over all shards, so every replica reports the global batch's."""
 
     def __init__(self, model, data, config: TrainConfig, group: KVStoreGroup):
-        self.model, self.group = model, group
-        mx.random.seed(config.seed)  # dropout masks (modern variant) come from MXNet's global generators
-        self.training_sets = [training_set_on(context, data) for context in group.contexts]
-        # The global epoch's loss sum and correct count, read once per epoch.
-        self.epoch_sums = mx.nd.zeros((2,), ctx=group.contexts[0])
+        super().__init__(model, data, config, optimizer=group.optimizer)
+        self.group = group
+        # The backend's training set sits on the first context; the others get their own copy.
+        self.training_sets = [(self.images, self.labels)] + [training_set_on(context, data) for context in group.contexts[1:]]
 
     def step(self, global_batch_indices: np.ndarray) -> mx.np.ndarray:
         group = self.group
@@ -117,42 +117,25 @@ class DataParallelTrainer(interface.Trainer):
         # re-armed every step, ends this process with every thread's stack once a step has not
         # finished after job.timeout, so a hang is reported within it.
         faulthandler.dump_traceback_later(group.step_timeout, exit=True)
-        shard_outputs = []  # (per-example losses, logits, labels, weight) of each of this process's contexts
-        differentiated = []  # what each context backpropagates
-        with autograd.record():  # train mode: dropout on
-            for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
-                indices, weight = data_parallel.shard(global_batch_indices, group.shard_count, shard_rank), 1.0
-                if len(indices) == 0:
-                    # MXNet's arrays cannot have a zero-length axis (0 means "unknown" in its shapes),
-                    # yet an empty shard must still push gradients, as dist_sync waits for every
-                    # worker's: it runs one example with weight 0, which adds nothing to the sums.
-                    indices, weight = global_batch_indices[:1], 0.0
-                x, y = gather_batch(images, labels, indices)
-                logits = self.model(x)
-                losses = per_example_cross_entropy(logits, y) * weight
-                shard_outputs.append((losses, logits, y, weight))
-                # Pitfalls only: the shard's MEAN, whose cost frameworks/mxnet/pitfalls.py measures.
-                differentiated.append(losses.mean() if group.mean_of_shard_means else losses)
-        autograd.backward(differentiated)
-        # The kvstore SUMS the contexts' and workers' gradients and step(n) scales the sum by 1/n.
-        # Each shard backpropagates its per-example losses, i.e. the gradient of its loss SUM, so
-        # the kvstore's sum is the gradient of the global batch's loss sum, and n = the GLOBAL
-        # batch size makes it the gradient of the global mean for any split: 128 over 3 replicas
-        # is 43 + 43 + 42. Shard MEANS summed (step(N) averages them) would weigh the 42 examples more.
-        group.optimizer.step(group.shard_count if group.mean_of_shard_means else len(global_batch_indices))
+        shards = []
+        for (images, labels), shard_rank in zip(self.training_sets, group.shard_ranks, strict=True):
+            indices, weight = data_parallel.shard(global_batch_indices, group.shard_count, shard_rank), 1.0
+            if len(indices) == 0:
+                # MXNet's arrays cannot have a zero-length axis (0 means "unknown" in its shapes),
+                # yet an empty shard must still push gradients, as dist_sync waits for every
+                # worker's: it runs one example with weight 0, which adds nothing to the sums.
+                indices, weight = global_batch_indices[:1], 0.0
+            shards.append((images, labels, indices, weight))
+        outputs = self.update(shards, len(global_batch_indices))
         shard_totals = [
-            mx.nd.concat(losses.sum(), (logits.argmax(axis=1) == y).sum() * weight, dim=0) for losses, logits, y, weight in shard_outputs
+            mx.nd.concat(losses.sum(), (logits.argmax(axis=1) == y).sum() * weight, dim=0)
+            for (losses, logits, y), (*_, weight) in zip(outputs, shards, strict=True)
         ]
         group.kvstore.pushpull(group.totals_key, shard_totals)  # (loss sum, correct) summed over every shard, in place
         global_totals = shard_totals[0]
-        self.epoch_sums += global_totals
+        self.loss_sum += global_totals[0:1]
+        self.correct += global_totals[1:2]
         return (global_totals[0] / len(global_batch_indices)).as_np_ndarray()
-
-    def epoch_totals(self) -> tuple[float, int]:
-        # Gluon updates every context's parameters in place: the model already holds the weights.
-        loss_sum, correct = self.epoch_sums.asnumpy().tolist()
-        self.epoch_sums[:] = 0
-        return loss_sum, round(correct)
 
 
 def weights_on(model, context: mx.Context) -> Weights:
@@ -170,17 +153,23 @@ def replica_env(compute_processes: int) -> dict[str, str]:
     threads = data_parallel.thread_env(compute_processes)
     # MXNet's own pool: the threaded engine's operator threads (the suite's NaiveEngine has none).
     env.update(threads, MXNET_CPU_WORKER_NTHREADS=threads["OMP_NUM_THREADS"])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return env
 
 
-def dist_sync_launch(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[list[list[str]], list[str], dict[str, str]]:
-    """tools/launch.py's local launcher: a scheduler, a server and N workers, one command, roles by DMLC_ROLE."""
+def replica_launch(job: data_parallel.ReplicaJob, job_path: Path) -> data_parallel.Launch:
+    """dist_sync: tools/launch.py's local launcher, a scheduler, a server and N workers, one command,
+    roles by DMLC_ROLE. local: one process that runs the N contexts one after another, each operator
+    on all its threads. A process that fails ends the others (which wait for it in a push); a hang
+    ends in the workers' step watchdog (DataParallelTrainer.step), and the launcher bounds everything."""
+    replica = data_parallel.python_module(REPLICA_MODULE, str(job_path))
+    kind = backend.resolve_device(job.config.device).device_type
+    if job.engine == "local":
+        return data_parallel.Launch([replica], ["local"], [f"{kind}({i})" for i in range(job.replicas)], replica_env(1))
     roles = {"scheduler": "scheduler", "server": "server", **{f"worker{i}": "worker" for i in range(job.replicas)}}
-    # run_processes gives every process one environment, so each command sets its role with env(1).
+    # The launcher gives every process one environment, so each command sets its role with env(1).
     # ps-lite numbers the workers itself (by address): worker<i> is the launch order, and each
     # worker's log starts with its kvstore rank.
-    commands = [["env", f"DMLC_ROLE={role}", *data_parallel.python_module(REPLICA_MODULE, str(job_path))] for role in roles.values()]
+    commands = [["env", f"DMLC_ROLE={role}", *replica] for role in roles.values()]
     env = replica_env(job.replicas)
     env.update(
         DMLC_PS_ROOT_URI=data_parallel.LOOPBACK, DMLC_PS_ROOT_PORT=str(data_parallel.free_port()), DMLC_NUM_SERVER="1",
@@ -189,27 +178,12 @@ def dist_sync_launch(job: data_parallel.ReplicaJob, job_path: Path) -> tuple[lis
         # first non-loopback interface's.
         DMLC_NODE_HOST=data_parallel.LOOPBACK,
     )
-    return commands, list(roles), env
+    return data_parallel.Launch(commands, list(roles), [f"{kind}(0) in worker{i}" for i in range(job.replicas)], env)
 
 
 def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
     """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
-    data_parallel.check_engine(job, ENGINES)
-    out = Path(job.out)
-    job_path = job.save(out / "replica-job.json")
-    kind = backend.resolve_device(job.config.device).device_type
-    if job.engine == "dist_sync":
-        commands, names, env = dist_sync_launch(job, job_path)
-        devices = [f"{kind}(0) in worker{i}" for i in range(job.replicas)]
-    else:
-        # One process runs the N contexts one after another, each operator on all its threads.
-        commands, names, env = [data_parallel.python_module(REPLICA_MODULE, str(job_path))], ["local"], replica_env(1)
-        devices = [f"{kind}({i})" for i in range(job.replicas)]
-    start = time.perf_counter()
-    # A process that fails ends the others (which wait for it in a push); a hang ends in the
-    # workers' step watchdog (DataParallelTrainer.step), and run_processes bounds everything.
-    data_parallel.run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
-    return data_parallel.collect(job, ENGINES[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+    return data_parallel.launch(job, ENGINES, replica_launch)
 
 
 def run_replica(job: data_parallel.ReplicaJob) -> None:
@@ -227,7 +201,8 @@ def run_replica(job: data_parallel.ReplicaJob) -> None:
     model = backend.build(job.config.variant, job.config.device)
     model.collect_params().reset_ctx(contexts)  # one copy of the parameters per context
     fresh_state = Path(job.out) / f"replica{rank}_fresh_optimizer.states"
-    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout, job.mean_of_shard_means)
+    trainer_class = data_parallel.replica_trainer_class(job, DataParallelTrainer)
+    group = KVStoreGroup(kvstore, contexts, first_shard, shard_count, fresh_state, job.timeout, trainer_class)
     data_parallel.train_replica(backend, job, rank, model, group.make_trainer)
     # The local engine's contexts are its replicas: the harness compares their copies with context 0's.
     for shard_rank, context in enumerate(contexts[1:], first_shard + 1):

@@ -109,22 +109,12 @@ def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
 # (step(1) is right only after loss.mean().)
 
 
-class StepOfOne:
-    """A gluon.Trainer driven as `trainer.step(1)`, whatever batch size it is told."""
-
-    def __init__(self, gluon_trainer: gluon.Trainer):
-        self.gluon_trainer = gluon_trainer
-
-    def step(self, batch_size: int) -> None:
-        self.gluon_trainer.step(1)
-
-
 class GradientSumTrainer(backend.Trainer):
-    """The backend's training step with step(1) instead of step(batch_size)."""
+    """The backend's Trainer driven as `trainer.step(1)`: its `reduce` hook keeps the per-example
+    losses but passes 1 to step(), whatever the batch size."""
 
-    def __init__(self, model, data, config: TrainConfig):
-        super().__init__(model, data, config)
-        self.optimizer = StepOfOne(self.optimizer)
+    def reduce(self, losses, global_batch_size: int):
+        return losses, 1
 
 
 def measure_step_of_one(ctx: PitfallContext, history: list[dict]) -> dict:
@@ -366,12 +356,20 @@ def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
 # --- Data-parallel reduction -----------------------------------------------------------------
 # The kvstore sums the contexts' gradients and step(n) divides by n. Each context backpropagating
 # its shard's MEAN with step(number of contexts) makes the update the mean of the shard means,
-# which weighs the examples of a smaller shard more (distributed.DataParallelTrainer.step). The
+# which weighs the examples of a smaller shard more (distributed.DataParallelTrainer). The
 # one-process engine ("local", one context per replica) sums the same way as dist_sync and starts
 # in seconds.
 
 
 NAIVE_REDUCTION = "autograd.backward([l.mean() for l in shard_losses]); trainer.step(len(ctxs))"
+
+
+class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
+    """The data-parallel Trainer whose `reduce` hook back-propagates each shard's MEAN and steps by
+    the number of shards; the replicas run it through ReplicaJob.trainer."""
+
+    def reduce(self, losses, global_batch_size: int):
+        return losses.mean(), self.group.shard_count
 
 
 def measure(ctx: PitfallContext) -> list[dict]:
@@ -384,5 +382,5 @@ def measure(ctx: PitfallContext) -> list[dict]:
         measure_adam_eps(ctx),
         measure_batch_order(ctx),
         measure_dropout_at_evaluation(ctx),
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, NAIVE_REDUCTION),
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
     ]

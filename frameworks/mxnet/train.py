@@ -19,7 +19,7 @@ per_example_cross_entropy = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=True
 
 
 def cross_entropy(logits: mx.nd.NDArray, labels: mx.nd.NDArray) -> mx.nd.NDArray:
-    """The batch's mean. Training backpropagates the per-example losses instead (see Trainer.step)."""
+    """The batch's mean. Training backpropagates the per-example losses instead (see Trainer.reduce)."""
     return per_example_cross_entropy(logits, labels).mean()
 
 
@@ -79,35 +79,60 @@ def gather_batch(images: mx.nd.NDArray, labels: mx.nd.NDArray, batch_indices: np
 
 
 class Trainer(interface.Trainer):
-    """The training set lives on the model's device as uint8; each step gathers and scales a batch."""
+    """The training set lives on the model's device as uint8; each step gathers and scales a batch.
 
-    def __init__(self, model, data, config: TrainConfig):
+    The step's two documented hooks, which a subclass replaces (data parallelism, and the mistakes
+    frameworks/mxnet/pitfalls.py measures): `loss`, the per-example losses, and `reduce`, what is
+    back-propagated from them and what step(n) divides the gradient by.
+    """
+
+    loss = per_example_cross_entropy
+
+    def __init__(self, model, data, config: TrainConfig, optimizer: gluon.Trainer | None = None):
+        """optimizer: a gluon.Trainer already made for the model (data parallelism brings its
+        kvstore's); by default make_optimizer's."""
         self.model = model
         mx.random.seed(config.seed)  # dropout masks (modern variant) come from MXNet's global generators
         self.context = model_device(model)
         self.images, self.labels = training_set_on(self.context, data)
-        self.optimizer = make_optimizer(model, config)
+        self.optimizer = optimizer or make_optimizer(model, config)
         # Running totals stay on the device: reading them every step would wait on it every step.
         self.loss_sum = mx.nd.zeros((1,), ctx=self.context)
         self.correct = mx.nd.zeros((1,), ctx=self.context)
 
-    def step(self, batch_indices: np.ndarray) -> mx.np.ndarray:
-        x, y = gather_batch(self.images, self.labels, batch_indices)
+    def reduce(self, losses: mx.nd.NDArray, global_batch_size: int) -> tuple[mx.nd.NDArray, int]:
+        """(what backward() differentiates, the n of step(n)). backward() of the per-example losses
+        gives the gradient of their SUM, and step(n) scales the gradients by 1/n: with n = the
+        GLOBAL batch's length that is the gradient of the global batch's mean loss, the last,
+        partial batch included (a kvstore first sums the shards' gradients)."""
+        return losses, global_batch_size
+
+    def update(self, shards: list[tuple[mx.nd.NDArray, mx.nd.NDArray, np.ndarray, float]], global_batch_size: int) -> list[tuple]:
+        """One optimizer step from shards of a global batch of global_batch_size examples: (images,
+        labels, batch_indices, weight) per context of the model (one on a device), the losses
+        multiplied by weight. Returns each shard's (weighted per-example losses, logits, labels)."""
+        outputs, heads = [], []
         with autograd.record():  # train mode: dropout on
-            logits = self.model(x)
-            losses = per_example_cross_entropy(logits, y)
-        # backward() of the per-example losses gives the gradient of their SUM, and step(n) scales
-        # gradients by 1/n: with n = this batch's length that is the gradient of the batch's mean
-        # loss, the last, partial batch included.
-        losses.backward()
-        self.optimizer.step(len(batch_indices))
+            for images, labels, batch_indices, weight in shards:
+                x, y = gather_batch(images, labels, batch_indices)
+                logits = self.model(x)
+                losses = self.loss(logits, y) * weight
+                head, step_size = self.reduce(losses, global_batch_size)
+                outputs.append((losses, logits, y))
+                heads.append(head)
+        autograd.backward(heads)
+        self.optimizer.step(step_size)
+        return outputs
+
+    def step(self, batch_indices: np.ndarray) -> mx.np.ndarray:
+        [(losses, logits, y)] = self.update([(self.images, self.labels, batch_indices, 1.0)], len(batch_indices))
         self.loss_sum += losses.sum()
         self.correct += (logits.argmax(axis=1) == y).sum()
         return losses.mean().as_np_ndarray()  # the same memory, seen as an array that float() accepts
 
     def epoch_totals(self) -> tuple[float, int]:
         # Gluon updates the parameters in place: the model already holds the current weights.
-        totals = float(self.loss_sum.asscalar()), int(self.correct.asscalar())
+        totals = float(self.loss_sum.asscalar()), round(self.correct.asscalar())
         self.loss_sum[:] = 0
         self.correct[:] = 0
         return totals
