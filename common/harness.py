@@ -29,7 +29,6 @@ from common.protocol import Job
 from common.report import REPO, write_report
 from common.weights import WeightsError, init_weights, load_weights, save_weights
 
-PROBE_SIZE = 64  # the fixed batch for forward and gradient checks: the first test images
 WORKER_GRACE_S = 10  # after Ctrl-C, how long a worker may take to write its partial result
 
 
@@ -210,7 +209,7 @@ def run_comparison(options: Options, console: Console | None = None) -> dict:
         started = time.perf_counter()
         # Every file is read and verified once here, so bad data stops the run before any worker starts.
         data = load_fashion_mnist(options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
-        probe_x, probe_y = scale_images(data.test_images[:PROBE_SIZE]), data.test_labels[:PROBE_SIZE]
+        probe_x, probe_y = scale_images(data.test_images[:parity.PROBE_SIZE]), data.test_labels[:parity.PROBE_SIZE]
         probe_path = atomic_write(out / "probe.npz", lambda f: np.savez(f, x=probe_x, y=probe_y))
         comparison = Comparison(options, Display(console))
         interrupted = False
@@ -248,7 +247,7 @@ def pitfalls_label(name: str) -> str:
 
 def with_pitfalls(frameworks: list[str]) -> list[str]:
     """The frameworks that have mistakes to measure (the numpy oracle has no framework to mishandle)."""
-    return [name for name in frameworks if (REPO / "frameworks" / name / "pitfalls.py").exists()]
+    return [name for name in frameworks if name in pitfalls.FRAMEWORKS_WITH_PITFALLS]
 
 
 def run_all_phases(options: Options, comparison: Comparison, probe_path: str) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 from common import reference, spec
 from common.interface import LayerRow, param_mismatches, shape_mismatches
 
+PROBE_SIZE = 64  # the fixed batch for forward and gradient checks (and the pitfalls'): the first test images
+
 FORWARD_TOL = 1e-5  # max abs logits difference against the oracle
 GRAD_TOL = 1e-4  # relative: max abs difference / max abs oracle value, worst tensor
 STEP_LOSS_TOL = 1e-4  # per-step loss spread over the first steps

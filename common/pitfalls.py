@@ -21,10 +21,10 @@ from common import reference
 from common.data import FashionMNIST, load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
 from common.interface import TrainConfig
+from common.parity import PROBE_SIZE
 from common.training import TrainingDiverged, fit, step_losses
 from common.weights import Weights, save_weights
 
-PROBE_SIZE = 64  # the probe batch (the first test images), as in the parity checks
 NOT_MEASURED = "not measured"
 ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this length
 # The data-parallel pitfall trains 3 replicas on the first 600 training images: four batches of
@@ -32,6 +32,11 @@ ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this l
 REDUCTION_REPLICAS = 3
 REDUCTION_TRAIN_SUBSET = 600
 REDUCTION_TEST_SUBSET = 256
+# What frameworks/<name>/pitfalls.py exports (frameworks.get_part checks it): the measurements, and
+# the data-parallel engine and mistaken trainer the shared reduction test runs.
+PITFALLS_API = ("measure", "REDUCTION_ENGINE", "MeanOfShardMeansTrainer")
+# The backends with a pitfalls.py: the numpy oracle has no framework to mishandle.
+FRAMEWORKS_WITH_PITFALLS = ("pytorch", "tensorflow", "jax", "mxnet")
 # One test guards the reduction in every framework: it runs each framework's engine both ways.
 REDUCTION_TEST = "tests/test_data_parallel.py::test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means"
 
@@ -54,7 +59,7 @@ class PitfallContext:
     trained: Weights | None = None
     correct_history: list[dict] | None = None
     short_epochs: int = 1
-    adam_steps: int = 50  # how many first steps a step-by-step comparison (Adam's eps) covers
+    first_steps: int = 50  # how many first steps a step-by-step comparison covers (Adam's eps, the data-parallel reduction)
 
     @property
     def probe_x(self) -> np.ndarray:
@@ -186,14 +191,14 @@ def reduction_gaps(
 def data_parallel_reduction(
     ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistaken_trainer: type, mistake: str
 ) -> dict:
-    """The "Data-parallel reduction" row: ctx.adam_steps SGD steps of the classic recipe on the CPU
+    """The "Data-parallel reduction" row: ctx.first_steps SGD steps of the classic recipe on the CPU
     (no dropout, whose masks each replica would draw on its own), so that the reduction is the
     runs' only difference."""
     config = ctx.recipe(variant="classic", epochs=1, device="cpu")
-    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.adam_steps)
+    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.first_steps)
     return record(
         "Data-parallel reduction", mistake, backend.name,
         f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "
-        f"{ctx.adam_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
+        f"{ctx.first_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
         correct, mistaken, REDUCTION_TEST,
     )

@@ -14,11 +14,6 @@ from pathlib import Path
 from common.files import write_json
 from common.interface import TrainConfig
 
-# run: build, probe, train from the shared initial weights. crosseval: score every framework's
-# trained weights. data_parallel: train on N replicas with the framework's own engine.
-# pitfalls: make each mistake a user would make and measure what it costs.
-PHASES = ("run", "crosseval", "data_parallel", "pitfalls")
-
 PROBE_RESULTS = "probe_results.npz"  # round-tripped weights, probe logits and gradients
 TRAINED_WEIGHTS = "trained_weights.npz"
 

@@ -80,7 +80,7 @@ DIFFERENCES = [
             "pytorch": "frameworks/pytorch/train.py::cross_entropy (F.cross_entropy)",
             "tensorflow": "frameworks/tensorflow/train.py::cross_entropy (SparseCategoricalCrossentropy(from_logits=True))",
             "jax": "frameworks/jax/train.py::cross_entropy (optax softmax_cross_entropy_with_integer_labels, mean)",
-            "mxnet": "frameworks/mxnet/train.py::per_example_cross_entropy (see step(batch_size))",
+            "mxnet": "frameworks/mxnet/train.py::per_example_cross_entropy (see Trainer.reduce)",
         },
     ),
     (
@@ -93,7 +93,7 @@ DIFFERENCES = [
         "Gluon step(batch_size)",
         "gluon.Trainer.step(n) divides the gradient by n; with a per-example loss and n = the batch's length each update is "
         "SGD on the mean loss, also on the last, partial batch.",
-        {"mxnet": "frameworks/mxnet/train.py::Trainer.step"},
+        {"mxnet": "frameworks/mxnet/train.py::Trainer.reduce"},
     ),
     (
         "Batch order",
@@ -129,10 +129,10 @@ DIFFERENCES = [
         "averaging per-replica means weighs small shards' examples more. DDP averages gradients (so x N), tf.distribute and "
         "kvstores sum them, JAX pads shards to equal size and masks the padding.",
         {
-            "pytorch": "frameworks/pytorch/distributed.py::DataParallelTrainer.step",
-            "tensorflow": "frameworks/tensorflow/distributed.py::DataParallelTrainer._replica_step",
-            "jax": "frameworks/jax/distributed.py::_global_mean_loss",
-            "mxnet": "frameworks/mxnet/distributed.py::DataParallelTrainer.step",
+            "pytorch": "frameworks/pytorch/distributed.py::DataParallelTrainer.reduce",
+            "tensorflow": "frameworks/tensorflow/train.py::Trainer.reduce",
+            "jax": "frameworks/jax/train.py::mean_over_real_examples",
+            "mxnet": "frameworks/mxnet/train.py::Trainer.reduce",
         },
     ),
     (

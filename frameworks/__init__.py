@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from common.data_parallel import DISTRIBUTED_API
 from common.interface import missing_names
+from common.pitfalls import PITFALLS_API
 
 BACKENDS = ("pytorch", "tensorflow", "jax", "mxnet")  # the four frameworks: a comparison's default
 # The float64 NumPy oracle as a backend: the math itself, opt-in (slow, CPU only).
@@ -34,4 +36,21 @@ def get_backend(name: str) -> ModuleType:
     missing = missing_names(module)
     if missing:
         raise TypeError(f"frameworks.{name} does not implement {missing}")
+    return module
+
+
+# A backend's optional parts and their contracts: frameworks/<name>/distributed.py (its data-parallel
+# engines) and pitfalls.py (the mistakes a user of its framework makes, measured).
+PART_CONTRACTS = {"distributed": DISTRIBUTED_API, "pitfalls": PITFALLS_API}
+
+
+def get_part(name: str, part: str) -> ModuleType:
+    """Import frameworks.<name>.<part> ("distributed" or "pitfalls") and check it provides its contract."""
+    if part not in PART_CONTRACTS:
+        raise ValueError(f"unknown backend part {part!r}; choose from {', '.join(PART_CONTRACTS)}")
+    get_backend(name)
+    module = importlib.import_module(f"frameworks.{name}.{part}")
+    missing = missing_names(module, PART_CONTRACTS[part])
+    if missing:
+        raise TypeError(f"frameworks.{name}.{part} does not implement {missing}")
     return module

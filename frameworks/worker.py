@@ -13,7 +13,6 @@ trains on N replicas with the framework's own engine (frameworks/<name>/distribu
 
 from __future__ import annotations
 
-import importlib
 import platform
 import resource
 import sys
@@ -31,7 +30,7 @@ from common.pitfalls import PitfallContext
 from common.protocol import Job
 from common.training import step_losses
 from common.weights import load_weights, save_weights
-from frameworks import get_backend
+from frameworks import get_backend, get_part
 
 
 def emit(**event) -> None:
@@ -106,7 +105,7 @@ def crosseval_phase(backend, job: Job) -> dict:
 
 
 def data_parallel_phase(backend, job: Job) -> dict:
-    distributed = importlib.import_module(f"frameworks.{backend.name}.distributed")
+    distributed = get_part(backend.name, "distributed")
     replica_job = ReplicaJob(
         framework=backend.name, engine=job.engine or distributed.DEFAULT_ENGINE, replicas=job.replicas, config=job.config,
         initial_weights=job.initial_weights, out=job.out, steps=job.steps, data_dir=job.data_dir,
@@ -118,12 +117,12 @@ def data_parallel_phase(backend, job: Job) -> dict:
 
 def pitfalls_phase(backend, job: Job) -> dict:
     """The mistakes, measured against this framework's own comparison run when it finished."""
-    pitfalls = importlib.import_module(f"frameworks.{backend.name}.pitfalls")
+    pitfalls = get_part(backend.name, "pitfalls")
     data = load_fashion_mnist(job.data_dir, train_subset=job.train_subset, test_subset=job.test_subset)
     trained = job.weights.get("trained")
     context = PitfallContext(
         data=data, config=job.config, initial=load_weights(job.initial_weights),
-        trained=load_weights(trained) if trained else None, correct_history=job.history, adam_steps=job.steps,
+        trained=load_weights(trained) if trained else None, correct_history=job.history, first_steps=job.steps,
     )
     emit(event="start", epochs=1)
     return dict(pitfalls=pitfalls.measure(context))

@@ -57,7 +57,7 @@ def tiny_pitfall_context(fashion_mnist):
         test_images=fashion_mnist.test_images[:256], test_labels=fashion_mnist.test_labels[:256],
     )
     config = TrainConfig(epochs=1)
-    return PitfallContext(data=data, config=config, initial=init_weights(config.seed), short_epochs=1, adam_steps=5)
+    return PitfallContext(data=data, config=config, initial=init_weights(config.seed), short_epochs=1, first_steps=5)
 
 
 def random_weights(seed: int = 1):

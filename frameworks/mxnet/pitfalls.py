@@ -251,7 +251,7 @@ def mxnet_step_losses(ctx: PitfallContext, trainer_class, config: TrainConfig, s
 
 
 def measure_adam_eps(ctx: PitfallContext) -> dict:
-    steps = ctx.adam_steps
+    steps = ctx.first_steps
     sgd, adam = ctx.recipe(optimizer="sgd", lr=DEFAULT_LR["sgd"]), ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"])
     sgd_gap = largest_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(ctx, backend.Trainer, sgd, steps))
     oracle_adam = oracle_step_losses(ctx, adam, steps)

@@ -330,14 +330,14 @@ def loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
 
 
 def optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    """The first ctx.adam_steps Adam losses against the oracle's PyTorch-style Adam from the same start.
+    """The first ctx.first_steps Adam losses against the oracle's PyTorch-style Adam from the same start.
 
     Correct (epsilon=1e-8 passed explicitly) cannot be 0 against PyTorch-style Adam, because Keras
     adds epsilon before the bias correction: that gap is where epsilon sits, and it is what the
     correct number shows. The mistaken number adds Keras's default epsilon value on top.
     """
     config = ctx.recipe(optimizer="adam", lr=0.001)
-    steps = ctx.adam_steps
+    steps = ctx.first_steps
     oracle = step_losses(OracleAdamTrainer(runs.start(config), ctx.data, config), ctx.data, config, steps)
     correct = step_losses(Trainer(runs.start(config), ctx.data, config), ctx.data, config, steps)
     mistaken = step_losses(KerasDefaultAdamTrainer(runs.start(config), ctx.data, config), ctx.data, config, steps)
