@@ -264,19 +264,24 @@ class Launch(NamedTuple):
     env: dict[str, str]
 
 
-def launch(job: ReplicaJob, engines: dict[str, str], plan: Callable[[ReplicaJob, Path], Launch], cpu_only: bool = False) -> dict:
-    """Every engine's launcher: check the engine, save the job, start the processes plan(job,
-    job_path) describes with the repository on their PYTHONPATH, wait for them (bounded, see
-    run_processes), and collect what the replicas wrote."""
-    check_engine(job, engines, cpu_only)
-    out = Path(job.out)
-    job_path = job.save(out / "replica-job.json")
-    commands, names, devices, env = plan(job, job_path)
-    # The replicas import common and frameworks from this checkout, wherever they start.
-    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
-    start = time.perf_counter()
-    run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
-    return collect(job, engines[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+def launcher(engines: dict[str, str], plan: Callable[[ReplicaJob, Path], Launch], cpu_only: bool = False) -> Callable[[ReplicaJob], dict]:
+    """A framework's train_data_parallel(job), the one launcher every engine shares: check the engine
+    (cpu_only: refuse a GPU), save the job, start the processes plan(job, job_path) describes with
+    the repository on their PYTHONPATH, wait for them (bounded, see run_processes), and collect what
+    the replicas wrote."""
+
+    def train_data_parallel(job: ReplicaJob) -> dict:
+        check_engine(job, engines, cpu_only)
+        out = Path(job.out)
+        job_path = job.save(out / "replica-job.json")
+        commands, names, devices, env = plan(job, job_path)
+        # The replicas import common and frameworks from this checkout, wherever they start.
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+        start = time.perf_counter()
+        run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
+        return collect(job, engines[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+
+    return train_data_parallel
 
 
 def python_module(module: str, *args: str) -> list[str]:

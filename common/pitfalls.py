@@ -33,8 +33,8 @@ REDUCTION_REPLICAS = 3
 REDUCTION_TRAIN_SUBSET = 600
 REDUCTION_TEST_SUBSET = 256
 # What frameworks/<name>/pitfalls.py exports (frameworks.get_part checks it): the measurements, and
-# the data-parallel engine and mistaken trainer the shared reduction test runs.
-PITFALLS_API = ("measure", "REDUCTION_ENGINE", "MeanOfShardMeansTrainer")
+# the data-parallel engine, mistaken trainer and mistake's line the shared reduction measurement runs.
+PITFALLS_API = ("measure", "REDUCTION_ENGINE", "MeanOfShardMeansTrainer", "NAIVE_REDUCTION")
 # The backends with a pitfalls.py: the numpy oracle has no framework to mishandle.
 FRAMEWORKS_WITH_PITFALLS = ("pytorch", "tensorflow", "jax", "mxnet")
 # One test guards the reduction in every framework: it runs each framework's engine both ways.

@@ -21,6 +21,7 @@ from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
 from common.pitfalls import reduction_gaps
 from common.training import fit, step_losses
 from common.weights import init_weights, load_weights, save_weights
+from frameworks import get_part
 
 TRAIN_SUBSET = 600  # batches of 128, 128, 128, 128, 88: the last one splits unevenly over 3 replicas
 TEST_SUBSET = 200
@@ -59,11 +60,15 @@ def distributed_module(backend):
     return importlib.import_module(f"frameworks.{backend.name}.distributed")
 
 
-def test_distributed_module_declares_its_contract(backend):
+def test_distributed_and_pitfalls_modules_fulfil_their_contracts(backend):
     distributed = distributed_module(backend)
     assert missing_names(distributed, DISTRIBUTED_API) == [], f"frameworks/{backend.name}/distributed.py lacks these names"
+    assert get_part(backend.name, "distributed") is distributed
     assert distributed.DEFAULT_ENGINE in distributed.ENGINES
     assert issubclass(distributed.DataParallelTrainer, backend.Trainer)
+    pitfalls = get_part(backend.name, "pitfalls")
+    assert pitfalls.REDUCTION_ENGINE in distributed.ENGINES
+    assert issubclass(pitfalls.MeanOfShardMeansTrainer, distributed.DataParallelTrainer)
 
 
 @pytest.mark.slow

@@ -204,3 +204,11 @@ def test_every_difference_points_at_real_code():
                 # defined (def, class, assignment), set as an attribute or a call, or named as an environment variable
                 pattern = rf"^\s*(def |class )?[\w.]*\b{defined}\b|\"{defined}\""
                 assert re.search(pattern, source, re.M), f"{title}: {location} not found"
+
+
+def test_the_declared_pitfalls_frameworks_are_those_with_a_pitfalls_module():
+    """The harness, framework-free, knows from FRAMEWORKS_WITH_PITFALLS which workers measure
+    pitfalls; each framework's env checks its module's contract (tests/test_data_parallel.py)."""
+    from common.pitfalls import FRAMEWORKS_WITH_PITFALLS
+
+    assert set(FRAMEWORKS_WITH_PITFALLS) == {path.parent.name for path in (REPO / "frameworks").glob("*/pitfalls.py")}

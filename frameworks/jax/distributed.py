@@ -223,9 +223,8 @@ def replica_launch(job: data_parallel.ReplicaJob, job_path: Path) -> data_parall
     )
 
 
-def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
-    """Launch job.replicas replicas with job.engine, wait at most job.timeout, and collect their results."""
-    return data_parallel.launch(job, ENGINES, replica_launch, cpu_only=True)
+# Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote.
+train_data_parallel = data_parallel.launcher(ENGINES, replica_launch, cpu_only=True)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def accuracy_on_test_set(model: LeNet, ctx: PitfallContext) -> float:
     return float(backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1])
 
 
-class _CorrectRuns:
+class CorrectRuns:
     """The correct runs the pitfalls are set against, each trained at most once and only when needed.
 
     The full recipe's correct run is the comparison's (ctx.correct_history) when there is one.
@@ -129,7 +129,7 @@ def set_weights_with_reshaped_kernels(model: LeNet, weights: Weights) -> None:
             kernel[...] = jax.device_put(weights[f"{layer.name}.weight"].reshape(kernel.shape), model_device(model))
 
 
-def layout_records(ctx: PitfallContext, trained: Weights, trained_from: str) -> list[dict]:
+def measure_layout(ctx: PitfallContext, trained: Weights, trained_from: str) -> list[dict]:
     mistakes = [
         ("Flatten order", 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
          "test_flatten_order_needs_hwc_columns"),
@@ -186,7 +186,7 @@ def features_reaching(shapes: list[tuple[str, tuple[int, ...]]], layer_name: str
     return dict(shapes)[layer_name][0]
 
 
-def padding_records(ctx: PitfallContext) -> list[dict]:
+def measure_padding(ctx: PitfallContext) -> list[dict]:
     mistake = 'nnx.Conv(6, 16, (5, 5), padding="SAME", rngs=rngs)  # conv2'
     test = guarded_by(FRAMEWORK, "test_padding_same_on_conv2_breaks_fc1")
     variant = ctx.config.variant
@@ -236,7 +236,7 @@ def build_with_flax_default_init(variant: str, seed: int, device: str = "cpu") -
     return _place_like(model, home)
 
 
-def initializer_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     # Trained as the backend's own LeNet holding those numbers: the same compiled step as the correct run.
     flax_default = backend.get_weights(build_with_flax_default_init(ctx.config.variant, ctx.config.seed, ctx.config.device))
     model = runs.start_model(ctx.config.variant, flax_default)
@@ -266,7 +266,7 @@ class SummedLossTrainer(backend.Trainer):
     objective = staticmethod(summed_loss)
 
 
-def loss_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     # The short modern run (PitfallContext.loss_recipe): its ReLUs are unbounded, so steps 128 times
     # too large blow the loss up within it, where the classic sigmoids would saturate and stall.
     config = ctx.loss_recipe()
@@ -309,7 +309,7 @@ class UserShuffledTrainer(backend.Trainer):
         return super().step(own)
 
 
-def batch_order_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     config = runs.adam_recipe()
     model = runs.start_model(config.variant)
     own = fit(UserShuffledTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
@@ -338,7 +338,7 @@ def training_mode(model: LeNet, stream: int) -> LeNet:
     return copy
 
 
-def dropout_record(ctx: PitfallContext, runs: _CorrectRuns) -> dict:
+def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     _, weights = runs.train(ctx.loss_recipe())  # the loss mistake's correct run: modern, so it has dropout
     model = runs.start_model("modern", weights)
     x, y = ctx.test_x, ctx.data.test_labels
@@ -391,14 +391,14 @@ class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
 
 def measure(ctx: PitfallContext) -> list[dict]:
     """One record per pitfall (two where a mistake has two measures), each against the correct run from ctx.initial."""
-    runs = _CorrectRuns(ctx)
+    runs = CorrectRuns(ctx)
     trained, trained_from = runs.trained()
     return [
-        *layout_records(ctx, trained, trained_from),
-        *padding_records(ctx),
-        initializer_record(ctx, runs),
-        loss_record(ctx, runs),
-        batch_order_record(ctx, runs),
-        dropout_record(ctx, runs),
+        *measure_layout(ctx, trained, trained_from),
+        *measure_padding(ctx),
+        measure_initializer(ctx, runs),
+        measure_loss(ctx, runs),
+        measure_batch_order(ctx, runs),
+        measure_dropout_at_evaluation(ctx, runs),
         data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
     ]

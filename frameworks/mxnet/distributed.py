@@ -181,9 +181,8 @@ def replica_launch(job: data_parallel.ReplicaJob, job_path: Path) -> data_parall
     return data_parallel.Launch(commands, list(roles), [f"{kind}(0) in worker{i}" for i in range(job.replicas)], env)
 
 
-def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
-    """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
-    return data_parallel.launch(job, ENGINES, replica_launch)
+# Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote.
+train_data_parallel = data_parallel.launcher(ENGINES, replica_launch)
 
 
 def run_replica(job: data_parallel.ReplicaJob) -> None:

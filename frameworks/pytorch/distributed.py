@@ -125,10 +125,13 @@ def torchrun(job: ReplicaJob, job_path: Path) -> data_parallel.Launch:
     return data_parallel.Launch([command], ["torchrun"], replica_devices(job), replica_env(job.replicas))
 
 
+launch_torchrun = data_parallel.launcher(ENGINES, torchrun)
+
+
 def train_data_parallel(job: ReplicaJob) -> dict:
     """Launch job.replicas DDP replicas with torchrun on this machine and collect what they wrote."""
     try:
-        return data_parallel.launch(job, ENGINES, torchrun)
+        return launch_torchrun(job)
     except ReplicaFailed as failure:
         # run_processes sees one process, torchrun; its summary names the replica that failed
         # first, which a long traceback can push out of the stderr tail.

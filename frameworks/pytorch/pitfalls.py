@@ -85,6 +85,9 @@ class SummedLossTrainer(Trainer):
         return loss_sum
 
 
+NAIVE_REDUCTION = "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages"
+
+
 class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
     """Data-parallel reduction: each replica back-propagates its shard's MEAN loss, and DDP averages
     the replicas' gradients with equal weights: the update is the mean of the shard means, which
@@ -231,7 +234,7 @@ def train_correct_short_modern(ctx: PitfallContext) -> tuple[nn.Module, float]:
     return model, history[-1]["test_accuracy"]
 
 
-def measure_loss_mistakes(ctx: PitfallContext, correct: float) -> list[dict]:
+def measure_loss(ctx: PitfallContext, correct: float) -> list[dict]:
     config = ctx.loss_recipe()
     metric = f"final test accuracy, or the divergence ({recipe_text(config)})"
     return [
@@ -315,23 +318,16 @@ def measure_tf32(ctx: PitfallContext) -> dict:
     )
 
 
-def measure_data_parallel_reduction(ctx: PitfallContext) -> dict:
-    return data_parallel_reduction(
-        ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer,
-        "F.cross_entropy(model(x_shard), y_shard).backward()  # each replica's shard mean, DDP averages",
-    )
-
-
 def measure(ctx: PitfallContext) -> list[dict]:
     """One record per PyTorch pitfall (two for padding), each mistake measured against the correct
     run from the same start."""
     short_modern_model, short_modern_accuracy = train_correct_short_modern(ctx)
     return [
         measure_initializer(ctx, correct_final_accuracy(ctx)),
-        *measure_loss_mistakes(ctx, short_modern_accuracy),
+        *measure_loss(ctx, short_modern_accuracy),
         *measure_padding(ctx),
         measure_batch_order(ctx),
         measure_dropout_at_evaluation(ctx, short_modern_model),
         measure_tf32(ctx),
-        measure_data_parallel_reduction(ctx),
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
     ]

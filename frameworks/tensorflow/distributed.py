@@ -168,9 +168,8 @@ def replica_env(job: data_parallel.ReplicaJob) -> dict[str, str]:
     return {**env, **data_parallel.thread_env(processes), "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
-def train_data_parallel(job: data_parallel.ReplicaJob) -> dict:
-    """Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote."""
-    return data_parallel.launch(job, ENGINES, replica_launch, cpu_only=True)
+# Launch the job's engine on this machine, bounded by job.timeout, and collect what the replicas wrote.
+train_data_parallel = data_parallel.launcher(ENGINES, replica_launch, cpu_only=True)
 
 
 if __name__ == "__main__":

@@ -262,14 +262,14 @@ def weight_loading_costs(ctx: PitfallContext, runs: CorrectRuns, difference: str
     return [record(difference, mistake, backend.name, metric, cost(backend.set_weights), cost(load_wrongly), test) for metric, cost in metrics.items()]
 
 
-def flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
         ctx, runs, "Flatten order", 'model.get_layer("fc1").kernel.assign(torch_fc1_weight.T)  # columns still C,H,W',
         set_weights_without_flatten_permutation, guarded_by(backend.name, "test_flatten_order_needs_hwc_columns"),
     )
 
 
-def kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
         ctx, runs, "Kernel layout", 'model.get_layer("conv1").kernel.assign(kernel.reshape(5, 5, 1, 6))  # not .transpose(2, 3, 1, 0)',
         set_weights_with_reshaped_kernels, guarded_by(backend.name, "test_conv_kernels_need_transpose_not_reshape"),
@@ -280,7 +280,7 @@ def features_reaching_fc1(rows) -> int:
     return next(row.shape[0] for row in rows if row.name == "flatten")
 
 
-def padding(ctx: PitfallContext) -> list[dict]:
+def measure_padding(ctx: PitfallContext) -> list[dict]:
     """Structural: the shapes and parameter count of the network with conv2 padded "same"."""
     correct_model = backend.build(ctx.config.variant, ctx.config.device)
     mistaken_model = with_same_padding_on_conv2(correct_model)
@@ -296,7 +296,7 @@ def padding(ctx: PitfallContext) -> list[dict]:
     return [parameters, features]
 
 
-def initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """The full recipe from Keras's own initial weights instead of the canonical ones.
 
     Keras's default is already Glorot-uniform kernels and zero biases, the recipe's init, so this
@@ -315,7 +315,7 @@ def initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     ]
 
 
-def loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """Keras's default from_logits=False on the logits, on the short modern run (common.pitfalls.PitfallContext.loss_recipe)."""
     config = ctx.loss_recipe()
     model = runs.start(config)
@@ -329,7 +329,7 @@ def loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     ]
 
 
-def optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """The first ctx.first_steps Adam losses against the oracle's PyTorch-style Adam from the same start.
 
     Correct (epsilon=1e-8 passed explicitly) cannot be 0 against PyTorch-style Adam, because Keras
@@ -351,7 +351,7 @@ def optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     ]
 
 
-def batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """A short Adam run in tf.data's order against the same run in the common order, and the common
     order of the next seed to show how far batch order alone moves the result.
 
@@ -379,7 +379,7 @@ def batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return [row]
 
 
-def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """The short modern run's network, its test set evaluated repeatedly with dropout off
     (training=False) and left on (training=True)."""
     model = runs.short_modern_run[0]
@@ -396,6 +396,9 @@ def dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     ]
 
 
+NAIVE_REDUCTION = "loss = tf.nn.compute_average_loss(per_example_loss)  # no global_batch_size: each shard's own mean"
+
+
 class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
     """Data-parallel reduction: the strategy SUMS the replicas' gradients, and
     tf.nn.compute_average_loss(per_example_loss) without global_batch_size divides each replica's
@@ -406,27 +409,18 @@ class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
         return tf.math.divide_no_nan(loss_sum, tf.cast(examples * self.strategy.num_replicas_in_sync, loss_sum.dtype))
 
 
-def data_parallel_reduction_cost(ctx: PitfallContext) -> list[dict]:
-    """The one-process engine: the reduction is the same as across workers, and it starts in seconds."""
-    return [
-        data_parallel_reduction(
-            ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer,
-            "loss = tf.nn.compute_average_loss(per_example_loss)  # no global_batch_size: each shard's own mean",
-        )
-    ]
-
-
 def measure(ctx: PitfallContext) -> list[dict]:
     """Every TensorFlow/Keras pitfall, each measured against the correct run from the same start."""
     runs = CorrectRuns(ctx)
     return [
-        *flatten_order(ctx, runs),
-        *kernel_layout(ctx, runs),
-        *padding(ctx),
-        *initializer(ctx, runs),
-        *loss(ctx, runs),
-        *optimizer_defaults(ctx, runs),
-        *batch_order(ctx, runs),
-        *dropout_at_evaluation(ctx, runs),
-        *data_parallel_reduction_cost(ctx),
+        *measure_flatten_order(ctx, runs),
+        *measure_kernel_layout(ctx, runs),
+        *measure_padding(ctx),
+        *measure_initializer(ctx, runs),
+        *measure_loss(ctx, runs),
+        *measure_optimizer_defaults(ctx, runs),
+        *measure_batch_order(ctx, runs),
+        *measure_dropout_at_evaluation(ctx, runs),
+        # The one-process engine: the reduction is the same as across workers, and it starts in seconds.
+        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
     ]
