@@ -48,7 +48,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 STOP_GRACE_S = 5  # after SIGTERM, how long a launcher (torchrun) may take to end its own workers
 LOOPBACK = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# What frameworks/<name>/distributed.py exports (tests/test_data_parallel.py checks each backend's).
+# What frameworks/<name>/distributed.py exports (frameworks.get_part checks it).
 DISTRIBUTED_API = ("ENGINES", "DEFAULT_ENGINE", "DataParallelTrainer", "train_data_parallel")
 
 

@@ -46,6 +46,24 @@ def test_an_unknown_engine_or_a_gpu_for_cpu_engines_is_refused_with_the_choices(
     check_engine(on_gpu, engines)  # engines that can use GPUs accept it
 
 
+class EngineTrainer:
+    """Stands for an engine's DataParallelTrainer."""
+
+
+class NaiveTrainer(EngineTrainer):
+    """Stands for a pitfall's subclass of it."""
+
+
+def test_a_job_names_its_replicas_trainer_or_gets_the_engines():
+    job = ReplicaJob(framework="jax", engine="multi_process", replicas=2, config=TrainConfig(), initial_weights="i.npz", out="o")
+    assert data_parallel.replica_trainer_class(job, EngineTrainer) is EngineTrainer
+    named = ReplicaJob(**{**job.__dict__, "trainer": f"{__name__}:NaiveTrainer"})
+    assert data_parallel.replica_trainer_class(named, EngineTrainer) is NaiveTrainer
+    unrelated = ReplicaJob(**{**job.__dict__, "trainer": "common.interface:TrainConfig"})
+    with pytest.raises(ValueError, match="is not a subclass of EngineTrainer"):
+        data_parallel.replica_trainer_class(unrelated, EngineTrainer)
+
+
 @pytest.fixture(scope="module")
 def small_data():
     try:
