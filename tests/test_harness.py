@@ -178,6 +178,21 @@ def test_bad_options_get_argparse_errors(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, reason", [
+    (["--frameworks", "mxnet", "--replicas", "129", "--batch-size", "128"], "more replicas than a global batch has examples (128"),
+    (["--replicas", "100"], "the epoch's last batch has examples (96"),  # 60,000 = 468 x 128 + 96
+    (["--replicas", "3", "--train-subset", "2"], "a global batch has examples (2)"),
+    (["--replicas", "2", "9"], "2 cores take at most 8"),
+])
+def test_replicas_this_machine_cannot_serve_are_refused_before_anything_starts(argv, reason, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "cores", lambda: 2)
+    with pytest.raises(SystemExit) as exit_info:
+        compare.parse_args(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: --replicas" in error and reason in error and "use --replicas" in error
+
+
 def test_display_keeps_the_reused_status_and_stops_clocks():
     display = Display(Console(file=io.StringIO()))
     task, _ = display.handler("alpha seed 0")
