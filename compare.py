@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run a framework with this interpreter instead of its tox env's")
     parser.add_argument("--out", type=Path, default=None, help="default: results/<timestamp>/")
     parser.add_argument("--quick", action="store_true", help=f"a short run: {QUICK}")
+    parser.add_argument("--lanes", type=positive_int, default=None,
+                        help="frameworks trained at once, each on its own cores (default: one per core, up to the frameworks)")
     parser.add_argument("--force", action="store_true", help="rerun frameworks that already finished in --out")
     args = parser.parse_args(argv)
     if args.quick:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             frameworks=args.frameworks, config=config_from_args(args, seed=args.seed[0], device=args.device), seeds=args.seed,
             out=check_output_dir(args.out), train_subset=args.train_subset, test_subset=args.test_subset,
             data_dir=args.data_dir, force=args.force, replicas=args.replicas, pythons=dict(args.python),
-            pitfalls=args.pitfalls,
+            pitfalls=args.pitfalls, lanes=args.lanes,
         )
         summary = run_comparison(options)
     except USER_ERRORS as err:
