@@ -28,11 +28,12 @@ def test_table_shows_the_gain_over_the_defaults_the_share_of_the_peak_and_failur
     results = [
         train_speed.median_run([run(train_speed.TRAINER, 3000.0), run(train_speed.TRAINER, 2500.0)]),
         train_speed.median_run([run(train_speed.DEFAULTS, 1000.0)]),
+        train_speed.median_run([run(train_speed.TUTORIAL, 1500.0)]),
         dict(framework="y", loop="trainer", error="ImportError: no y"),
     ]
     text = train_speed.table(results, PEAK)
-    assert "| x | trainer | 2,750 | 2,500-3,000 | 1.00 | 500 | 27.5 | 2.75x |" in text
-    assert "| x | trainer, defaults | 1,000 | 1,000-1,000 | 1.00 | 500 | 10.0 |  |" in text
+    assert "| x | trainer | 2,750 | 2,500-3,000 | 1.00 | 500 | 27.5 | 2.75x | 1.83x |" in text
+    assert "| x | trainer, defaults | 1,000 | 1,000-1,000 | 1.00 | 500 | 10.0 |  |  |" in text
     assert "failed: ImportError: no y" in text
 
 
