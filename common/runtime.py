@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from common import cpu as cpu_facts
 
 cores = cpu_facts.cores  # data_parallel and older callers import it from here
+# The cores this process was given, read before any framework loads: PyTorch's OMP_PROC_BIND
+# later binds the main thread to one core, after which the affinity mask says 1.
+PROCESS_CORES = cores()
 
 # glibc's malloc hands every block over 128 KiB back to the OS when it is freed, so each training
 # step's activations (2.4 MB for conv1's output) arrive as fresh pages that the kernel must fault
@@ -43,8 +46,8 @@ class Setting:
     variables: dict[str, str] = field(default_factory=dict)  # environment read when the framework loads
 
 
-def threads_wanted(total_cores: int) -> int:
-    """LENET_THREADS when set to a positive number, else every core."""
+def threads_wanted(total_cores: int = PROCESS_CORES) -> int:
+    """LENET_THREADS when set to a positive number, else every core this process was given."""
     value = os.environ.get(THREADS, "")
     return int(value) if value.isdigit() and int(value) > 0 else total_cores
 

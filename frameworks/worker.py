@@ -76,7 +76,7 @@ def run_phase(backend, job: Job) -> dict:
     backend.evaluate(model, test_x, data.test_labels)
     eval_seconds = time.perf_counter() - start
     seconds = sum(entry["seconds"] for entry in history)
-    threads = runtime.threads_wanted(cpu.cores())
+    threads = runtime.threads_wanted()
     return dict(
         device=str(backend.resolve_device(config.device)),
         layers=rows,
