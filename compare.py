@@ -22,12 +22,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from common.cli import USER_ERRORS, add_training_options, config_from_args, positive_int
+from common.data import FILES
+from common.data_parallel import replicas_problem
 from common.files import check_output_dir
 from common.harness import Options, run_comparison
 from common.interface import DEVICE_CHOICES
 from common.parity import passed
+from common.runtime import cores
 from frameworks import ALL_BACKENDS, BACKENDS
 
+TRAIN_EXAMPLES = FILES["train_images"].count
 QUICK = dict(epochs=2, train_subset=6000, test_subset=2000)
 
 
@@ -51,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run a framework with this interpreter instead of its tox env's")
     parser.add_argument("--out", type=Path, default=None, help="default: results/<timestamp>/")
     parser.add_argument("--quick", action="store_true", help=f"a short run: {QUICK}")
+    parser.add_argument("--lanes", type=positive_int, default=None,
+                        help="frameworks trained at once, each on its own cores (default: one per core, up to the frameworks)")
     parser.add_argument("--force", action="store_true", help="rerun frameworks that already finished in --out")
     args = parser.parse_args(argv)
     if args.quick:
@@ -62,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{option} values must differ, got {' '.join(map(str, values))}")
     if any(n < 2 for n in args.replicas):
         parser.error(f"--replicas takes numbers >= 2 (1 replica is the ordinary run), got {' '.join(map(str, args.replicas))}")
+    train_examples = args.train_subset or TRAIN_EXAMPLES
+    for replicas in args.replicas:
+        if problem := replicas_problem(replicas, args.batch_size, train_examples, cores()):
+            parser.error(problem)  # before any process starts
     args.out = args.out or Path("results") / time.strftime("%Y%m%d-%H%M%S")
     return args
 
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             frameworks=args.frameworks, config=config_from_args(args, seed=args.seed[0], device=args.device), seeds=args.seed,
             out=check_output_dir(args.out), train_subset=args.train_subset, test_subset=args.test_subset,
             data_dir=args.data_dir, force=args.force, replicas=args.replicas, pythons=dict(args.python),
-            pitfalls=args.pitfalls,
+            pitfalls=args.pitfalls, lanes=args.lanes,
         )
         summary = run_comparison(options)
     except USER_ERRORS as err:

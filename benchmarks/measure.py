@@ -1,8 +1,9 @@
-"""One framework, one training loop, in its own process: `python -m benchmarks.measure FRAMEWORK LOOP OUT.json`.
+"""One framework, one training loop, in its own process: `python -m benchmarks.measure FRAMEWORK LOOP OUT.json [IMAGES]`.
 
 LOOP is "trainer" (the suite's Trainer through common.training.fit) or "tutorial" (the loop a
 d2l reader writes, benchmarks/tutorial/<framework>.py). Warm-up (compilation, first batches)
-is timed separately from the measured epoch.
+is timed separately from the measured epoch, which covers IMAGES training images (default: all).
+The process's runtime settings come from its environment (common/runtime.py; see train_speed.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import resource
 import sys
 import time
 
+from common import runtime
 from common.data import load_fashion_mnist
 from common.files import write_json
 from common.interface import TrainConfig
@@ -49,10 +51,11 @@ def measure(framework: str, loop: str, train_subset: int | None = None) -> dict:
         framework=framework, loop=loop, version=backend.version(), images=images, warmup_seconds=warmup, epoch_seconds=seconds,
         images_per_second=images / seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         # How far training moved the weights: a loop that silently trained nothing would show 0.
+        settings=list(runtime.ACTIVE),  # the common/runtime.py settings this process ran with
         weight_change=max(float(abs(trained[name] - initial[name]).max()) for name in initial),
     )
 
 
 if __name__ == "__main__":
     framework, loop, out = sys.argv[1:4]
-    write_json(out, measure(framework, loop))
+    write_json(out, measure(framework, loop, train_subset=int(sys.argv[4]) if len(sys.argv) > 4 else None))

@@ -1,14 +1,21 @@
-"""Training speed per framework: the suite's trainer against a tutorial-style loop, side by side.
+"""Training speed per framework: the suite's trainer with its runtime settings, the same trainer with
+the framework's defaults, and a tutorial-style loop, side by side.
 
-    python -m benchmarks.train_speed [--frameworks pytorch jax] [--repeats 3] [--out results/bench]
+    python -m benchmarks.train_speed [--frameworks pytorch jax] [--repeats 3] [--images 25600] [--each-setting]
 
-Each (framework, loop) runs in its own process with the framework's tox env interpreter, on the
-full training set, classic recipe, batch 128, float32. The trainer's process has the suite's
-runtime settings (common/runtime.py); the tutorial's has the frameworks' defaults, as a reader's
-script would. Runs are repeated, trainer and tutorial taking turns, and the table shows each
-loop's fastest run (a shared VM's neighbours only ever slow a run down) and the slowest.
-Prints a Markdown table and writes it, with the JSON, under --out. Figures only: nothing here
-asserts a speed.
+Each (framework, loop) runs in its own process with the framework's tox env interpreter, classic
+recipe, batch 128, float32:
+
+- "trainer": the suite's Trainer with the settings common/runtime.py chooses for this CPU;
+- "trainer, defaults": the same Trainer with every framework default (LENET_TUNE_PROCESS=0);
+- "tutorial": the loop a d2l reader writes (benchmarks/tutorial/<name>.py), with the defaults;
+- with --each-setting, "trainer without NAME": the trainer with one setting left at its default
+  (LENET_TUNE_SKIP=NAME), so each setting's worth is measured on its own.
+
+Runs are repeated with the loops taking turns (A, B, C, A, B, C, ...), so a neighbour's load
+falls on all of them alike, and the table shows each loop's median run and its range. The share
+of the fp32 peak comes from the CPU's own flags, cores and clock (common/cpu.py). Prints a
+Markdown table and writes it, with the JSON, under --out. Figures only: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -16,56 +23,70 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from common import cpu, runtime
 from common.cli import positive_int
 from common.files import write_json, write_text
 from common.harness import REPO, interpreter
-from common.runtime import OPT_OUT
 from frameworks import BACKENDS
 
-FLOP_PER_IMAGE = 2.26e6  # one LeNet training step (forward + backward) per image
-FMA_UNITS = 2  # vector FMA pipes per core, as on current x86 server cores
-LOOPS = ("trainer", "tutorial")
+TRAINER, DEFAULTS, TUTORIAL = "trainer", "trainer, defaults", "tutorial"
+WITHOUT = "trainer without "
+BENCH_IMAGES = 25600  # 200 steps of 128 after the 20 warm-up steps: long enough to settle, short enough to repeat
 
 
-def cpu_peak_flops() -> dict:
-    """fp32 peak = cores x clock x lanes x 2 (an FMA is two FLOPs) x FMA units."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
-    mhz = float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M).group(1)) if "cpu MHz" in text else 0.0
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    cores = len(re.findall(r"^processor\s*:", text, re.M)) or 1
-    return dict(cores=cores, ghz=mhz / 1000, fp32_lanes=lanes, fma_units=FMA_UNITS, gflops=cores * mhz / 1000 * lanes * 2 * FMA_UNITS)
+def loop_env(loop: str) -> dict[str, str]:
+    """The environment that makes a process run `loop`'s settings."""
+    if loop in (DEFAULTS, TUTORIAL):
+        return {runtime.OPT_OUT: "0"}
+    if loop.startswith(WITHOUT):
+        return {runtime.SKIP: loop.removeprefix(WITHOUT)}
+    return {}
 
 
-def run(framework: str, loop: str, out: Path) -> dict:
-    result_path = out / f"{framework}-{loop}.json"
-    env = dict(os.environ, **({OPT_OUT: "0"} if loop == "tutorial" else {}))
+def loops(framework: str, each_setting: bool) -> list[str]:
+    chosen = [TRAINER, DEFAULTS, TUTORIAL]
+    if each_setting:
+        chosen += [WITHOUT + setting.name for setting in runtime.settings(framework)]
+    return chosen
+
+
+def run(framework: str, loop: str, out: Path, images: int) -> dict:
+    result_path = out / f"{framework}-{loop.replace(' ', '-').replace(',', '')}.json"
+    # The tuning variables of the parent (if any) must not leak into a loop that should not have them.
+    env = {k: v for k, v in os.environ.items() if k not in (runtime.OPT_OUT, runtime.SKIP)}
+    env.update(loop_env(loop))
     process = subprocess.run(
-        [interpreter(framework), "-m", "benchmarks.measure", framework, loop, str(result_path)],
+        [interpreter(framework), "-m", "benchmarks.measure", framework, TUTORIAL if loop == TUTORIAL else TRAINER, str(result_path), str(images)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )
     if process.returncode != 0:
-        return dict(framework=framework, loop=loop, error=process.stderr.strip().splitlines()[-1])
-    return json.loads(result_path.read_text())
+        lines = process.stderr.strip().splitlines() or [f"exit code {process.returncode}"]
+        return dict(framework=framework, loop=loop, error=lines[-1])
+    return dict(json.loads(result_path.read_text()), loop=loop)
 
 
-def fastest(runs: list[dict]) -> dict:
-    """The fastest run's figures, every run's images/s and the largest peak memory; a failed run if none succeeded."""
+def median_run(runs: list[dict]) -> dict:
+    """The median run's figures, every run's images/s and the largest peak memory; a failed run if none succeeded."""
     done = [r for r in runs if "error" not in r]
     if not done:
         return runs[-1]
-    best = max(done, key=lambda r: r["images_per_second"])
-    return dict(best, runs=[r["images_per_second"] for r in done], peak_rss_mb=max(r["peak_rss_mb"] for r in done))
+    ordered = sorted(done, key=lambda r: r["images_per_second"])
+    middle = ordered[(len(ordered) - 1) // 2]
+    return dict(
+        middle, images_per_second=statistics.median(r["images_per_second"] for r in done), runs=[r["images_per_second"] for r in done],
+        peak_rss_mb=max(r["peak_rss_mb"] for r in done),
+    )
 
 
-def table(results: list[dict], peak_gflops: float) -> str:
+def table(results: list[dict], peak: dict) -> str:
     lines = [
-        "| framework | loop | images/s (fastest) | slowest run | s/epoch | warm-up s | peak RSS MB (largest) | % of fp32 peak | trainer / tutorial |",
+        "| framework | loop | images/s (median) | range | warm-up s | peak RSS MB | % of fp32 peak | vs. trainer with defaults | trainer vs. tutorial |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["framework"], r["loop"]): r for r in results}
@@ -73,33 +94,66 @@ def table(results: list[dict], peak_gflops: float) -> str:
         if "error" in r:
             lines.append(f"| {r['framework']} | {r['loop']} | failed: {r['error']} | | | | | | |")
             continue
-        tutorial = by_key.get((r["framework"], "tutorial"), {})
-        ratio = r["images_per_second"] / tutorial["images_per_second"] if r["loop"] == "trainer" and "images_per_second" in tutorial else None
+        defaults = by_key.get((r["framework"], DEFAULTS), {}).get("images_per_second")
+        ratio = f"{r['images_per_second'] / defaults:.2f}x" if defaults and r["loop"] != DEFAULTS else ""
+        tutorial = by_key.get((r["framework"], TUTORIAL), {}).get("images_per_second")
+        over_tutorial = f"{r['images_per_second'] / tutorial:.2f}x" if tutorial and r["loop"] == TRAINER else ""
+        share = cpu.share_of_peak(r["images_per_second"], peak)
         lines.append(
-            f"| {r['framework']} | {r['loop']} | {r['images_per_second']:,.0f} | {min(r['runs']):,.0f} "
-            f"| {r['epoch_seconds']:.2f} | {r['warmup_seconds']:.2f} "
-            f"| {r['peak_rss_mb']:,.0f} | {100 * r['images_per_second'] * FLOP_PER_IMAGE / (peak_gflops * 1e9):.1f} "
-            f"| {f'{ratio:.2f}x' if ratio else ''} |"
+            f"| {r['framework']} | {r['loop']} | {r['images_per_second']:,.0f} | {min(r['runs']):,.0f}-{max(r['runs']):,.0f} "
+            f"| {r['warmup_seconds']:.2f} | {r['peak_rss_mb']:,.0f} | {'-' if share is None else f'{100 * share:.1f}'} | {ratio} | {over_tutorial} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def defaults_that_cost(results: list[dict]) -> dict[str, list[dict]]:
+    """Per framework, what leaving the settings at the framework's defaults costs: all at once, then each one.
+
+    summary.json's speed section and the report's "If you get it wrong" rows read this.
+    """
+    by_key = {(r["framework"], r["loop"]): r for r in results if "error" not in r}
+    costs = {}
+    for framework in dict.fromkeys(r["framework"] for r in results):
+        tuned = by_key.get((framework, TRAINER))
+        if not tuned:
+            continue
+        rows = []
+        for loop, setting in [(DEFAULTS, "every framework default (LENET_TUNE_PROCESS=0)")] + [
+            (WITHOUT + s.name, f"{s.name}: {', '.join(f'{k}={v}' for k, v in s.variables.items()) or 'mallopt'} left out ({s.why})")
+            for s in runtime.settings(framework)
+        ]:
+            if (framework, loop) in by_key:
+                rows.append(dict(setting=setting, default_images_per_second=by_key[framework, loop]["images_per_second"],
+                                 tuned_images_per_second=tuned["images_per_second"]))
+        costs[framework] = rows
+    return costs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frameworks", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs per framework and loop")
+    parser.add_argument("--images", type=positive_int, default=BENCH_IMAGES, help="training images per measured run, after the warm-up")
+    parser.add_argument("--each-setting", action="store_true", help="also measure the trainer with each runtime setting left out")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    peak = cpu_peak_flops()
-    runs = {(framework, loop): [] for framework in args.frameworks for loop in LOOPS}
+    peak = cpu.fp32_peak()
+    runs = {(framework, loop): [] for framework in args.frameworks for loop in loops(framework, args.each_setting)}
     for _ in range(args.repeats):
         for (framework, loop), done in runs.items():
-            done.append(run(framework, loop, args.out.resolve()))
-    results = [fastest(done) for done in runs.values()]
-    markdown = table(results, peak["gflops"])
-    print(f"fp32 peak: {peak['gflops']:.0f} GFLOP/s ({peak})\n\n{markdown}")
-    write_json(args.out / "train_speed.json", dict(peak=peak, results=results))
+            done.append(run(framework, loop, args.out.resolve(), args.images))
+    results = [median_run(done) for done in runs.values()]
+    markdown = table(results, peak)
+    print(
+        f"fp32 peak: {peak['gflops']:.0f} GFLOP/s = {peak['cores']} cores x {peak['ghz']} GHz ({peak['clock_source']}) "
+        f"x {peak['flops_per_cycle']} FLOP/cycle ({peak['vector_isa']}); {peak['images_per_second']:,.0f} training images/s "
+        f"at {cpu.FLOP_PER_IMAGE / 1e6} MFLOP each\n\n{markdown}"
+    )
+    write_json(args.out / "train_speed.json", dict(
+        measured_at=time.strftime("%Y-%m-%d %H:%M"), cpu_model=peak["model"], peak=peak, images=args.images, results=results,
+        defaults=defaults_that_cost(results),
+    ))
     write_text(args.out / "train_speed.md", markdown)
     return 0 if all("error" not in r for r in results) else 1
 

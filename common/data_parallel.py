@@ -73,6 +73,33 @@ def shard(batch_indices: np.ndarray, replicas: int, rank: int) -> np.ndarray:
     return batch_indices[start:stop]
 
 
+# Each replica is a process with its own copy of the framework on a share of the cores. Up to a
+# few per core they still take turns usefully (the tests run 3 on 2 cores); beyond that every
+# all-reduce waits on replicas the OS has descheduled, and the processes alone fill the memory.
+MAX_REPLICAS_PER_CORE = 4
+
+
+def replicas_problem(replicas: int, batch_size: int, train_examples: int, machine_cores: int) -> str | None:
+    """Why this machine cannot run `replicas` replicas of this recipe (with the fix), or None when it can."""
+    fix = "every replica needs at least one example per step: use --replicas {} or fewer, or a larger --batch-size"
+    if replicas > min(batch_size, train_examples):
+        smallest = min(batch_size, train_examples)
+        return f"--replicas {replicas} is more replicas than a global batch has examples ({smallest}); {fix.format(smallest)}"
+    last = train_examples % batch_size
+    if replicas > last > 0:
+        return (
+            f"--replicas {replicas} is more replicas than the epoch's last batch has examples ({last}: {train_examples:,} "
+            f"training examples in batches of {batch_size}); {fix.format(last)}"
+        )
+    limit = MAX_REPLICAS_PER_CORE * machine_cores
+    if replicas > limit:
+        return (
+            f"--replicas {replicas} is more than this machine can run: {machine_cores} cores take at most {limit} replica "
+            f"processes ({MAX_REPLICAS_PER_CORE} per core); use --replicas {limit} or fewer, or a machine with more cores"
+        )
+    return None
+
+
 def threads_per_replica(replicas: int) -> int:
     """N replica processes share the machine's cores: more threads than cores only adds switching."""
     return max(1, cores() // replicas)

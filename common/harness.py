@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common import parity, pitfalls, protocol
+from common import cpu, parity, pitfalls, protocol, runtime
 from common.data import load_fashion_mnist, scale_images
 from common.files import atomic_write, folder_lock, write_json
 from common.interface import TrainConfig
@@ -29,6 +30,7 @@ from common.protocol import Job
 from common.report import REPO, write_report
 from common.weights import WeightsError, init_weights, load_weights, save_weights
 
+BENCH_RESULT = REPO / "results" / "bench" / "train_speed.json"  # what `tox -e bench` wrote last
 WORKER_GRACE_S = 10  # after Ctrl-C, how long a worker may take to write its partial result
 
 
@@ -46,6 +48,24 @@ class Options:
     replicas: list[int] = field(default_factory=list)  # data-parallel runs, each against the 1-replica run
     pythons: dict[str, str] = field(default_factory=dict)  # framework -> interpreter, instead of its tox env's
     pitfalls: bool = False  # also measure what each mishandled difference costs (frameworks/<name>/pitfalls.py)
+    lanes: int | None = None  # frameworks trained at once, each on its own cores; None: lanes_for(this machine)
+
+
+def lanes_for(jobs: int, machine_cores: int) -> int:
+    """How many framework runs share the machine at once: one per core, up to the number of runs.
+
+    LeNet's layers are too small to keep two cores busy within one step (a step's threads wait on
+    each other at every layer), so two frameworks on one core each finish sooner than the same
+    two in turn on both cores (README, "Speed", has the measurement).
+    """
+    return max(1, min(jobs, machine_cores))
+
+
+def core_sets(lanes: int) -> list[set[int]]:
+    """This process's cores split into `lanes` disjoint sets, one per lane."""
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    per_lane = max(1, len(available) // lanes)
+    return [set(available[i * per_lane : (i + 1) * per_lane]) or set(available) for i in range(lanes)]
 
 
 def interpreter(framework: str, pythons: dict[str, str] | None = None) -> str:
@@ -78,19 +98,23 @@ def reusable(job: Job, options: Options) -> dict | None:
 class Worker:
     """One worker process; the harness keeps a handle so Ctrl-C can end it."""
 
-    def __init__(self, job: Job, options: Options):
-        self.job, self.options, self.process = job, options, None
+    def __init__(self, job: Job, options: Options, cores: set[int] | None = None):
+        self.job, self.options, self.process, self.cores = job, options, None, cores
 
     def run(self, on_event) -> dict:
         job = self.job
         protocol.result_path(job.out, job.phase).unlink(missing_ok=True)
         job_file = job.save()
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        if self.cores:  # a lane of its own: the framework's thread pools are sized to it (common/runtime.py)
+            env.setdefault(runtime.THREADS, str(len(self.cores)))
         with open(protocol.stderr_path(job.out, job.phase), "w") as stderr:
             self.process = subprocess.Popen(
                 [interpreter(job.framework, self.options.pythons), "-m", "frameworks.worker", str(job_file)],
                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
+            if self.cores:  # before the interpreter has started any thread; the ones it starts inherit it
+                os.sched_setaffinity(self.process.pid, self.cores)
             for line in self.process.stdout:
                 event = protocol.parse_event(line)
                 if event:
@@ -177,9 +201,10 @@ class Comparison:
         self.options, self.display = options, display
         self.results: dict[str, dict] = {}  # a label per job ("pytorch seed 0") -> its result
         self.reused_seconds = 0.0
-        self.current: Worker | None = None
+        self.current: list[Worker] = []  # the workers running now, for Ctrl-C
+        self.pool: ThreadPoolExecutor | None = None
 
-    def run(self, label: str, job: Job) -> dict:
+    def run(self, label: str, job: Job, cores: set[int] | None = None) -> dict:
         task, on_event = self.display.handler(label)
         previous = reusable(job, self.options)
         if previous is not None:
@@ -187,12 +212,45 @@ class Comparison:
             self.display.finish(task, previous, reused=True)
             self.results[label] = previous
             return previous
-        self.current = Worker(job, self.options)
-        result = self.current.run(on_event)
-        self.current = None
+        worker = Worker(job, self.options, cores)
+        self.current.append(worker)
+        result = worker.run(on_event)
+        self.current.remove(worker)
         self.display.finish(task, result)
         self.results[label] = result
         return result
+
+    def run_at_once(self, jobs: dict[str, Job]) -> None:
+        """Run these jobs in lanes (Options.lanes), each lane on its own cores, the next job taking the first free lane."""
+        lanes = self.options.lanes or lanes_for(len(jobs), cpu.cores())
+        if lanes == 1:
+            for label, job in jobs.items():
+                self.run(label, job)
+            return
+        free = core_sets(lanes)
+
+        def in_a_lane(label: str, job: Job) -> None:
+            cores = free.pop()  # the pool runs at most `lanes` of these at once, so one set is always free
+            try:
+                self.run(label, job, cores)
+            finally:
+                free.append(cores)
+
+        self.pool = ThreadPoolExecutor(lanes)
+        try:
+            for future in [self.pool.submit(in_a_lane, label, job) for label, job in jobs.items()]:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)  # after Ctrl-C: start nothing more
+
+    def stop(self) -> None:
+        """After Ctrl-C: no more jobs start, and every running worker writes its partial result or is ended."""
+        if self.pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        for worker in list(self.current):
+            worker.stop()
+        if self.pool:
+            self.pool.shutdown(wait=True)  # the lanes record what their workers wrote before the summary reads it
 
 
 def run_comparison(options: Options, console: Console | None = None) -> dict:
@@ -218,8 +276,7 @@ def run_comparison(options: Options, console: Console | None = None) -> dict:
                 run_all_phases(options, comparison, str(probe_path))
             except KeyboardInterrupt:
                 interrupted = True
-                if comparison.current:
-                    comparison.current.stop()
+                comparison.stop()
         summary = summarize(options, comparison.results, probe_x, probe_y, out)
         summary.update(
             partial=interrupted, seconds=time.perf_counter() - started, reused_seconds=comparison.reused_seconds,
@@ -254,14 +311,15 @@ def run_all_phases(options: Options, comparison: Comparison, probe_path: str) ->
     out, first = Path(options.out), options.seeds[0]
     shared = dict(data_dir=options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
     initial = {}
+    runs = {}
     for seed in options.seeds:
         initial[seed] = str(save_weights(init_weights(seed, options.config.variant), out / f"initial_weights_seed{seed}.npz"))
         for name in options.frameworks:
-            job = Job(
+            runs[run_label(name, seed)] = Job(
                 phase="run", framework=name, config=replace(options.config, seed=seed), out=str(out / name / f"seed{seed}"),
                 probe=probe_path, initial_weights=initial[seed], steps=options.steps if seed == first else 0, **shared,
             )
-            comparison.run(run_label(name, seed), job)
+    comparison.run_at_once(runs)
     trained = {
         name: str(out / name / f"seed{first}" / protocol.TRAINED_WEIGHTS)
         for name in options.frameworks
@@ -277,13 +335,14 @@ def run_all_phases(options: Options, comparison: Comparison, probe_path: str) ->
             result = comparison.run(replicas_label(name, replicas), job)
             if result["status"] == "ok":
                 trained[replicas_label(name, replicas)] = result["weights"]
-    for name in options.frameworks:
-        if name in trained:
-            job = Job(
-                phase="crosseval", framework=name, config=replace(options.config, seed=first),
-                out=str(out / name / f"seed{first}"), weights=trained, **shared,
-            )
-            comparison.run(f"{name} cross-eval", job)
+    comparison.run_at_once({
+        f"{name} cross-eval": Job(
+            phase="crosseval", framework=name, config=replace(options.config, seed=first),
+            out=str(out / name / f"seed{first}"), weights=trained, **shared,
+        )
+        for name in options.frameworks
+        if name in trained
+    })
     if options.pitfalls:
         for name in with_pitfalls(options.frameworks):
             run = comparison.results[run_label(name, first)]
@@ -368,7 +427,36 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
         data_parallel=data_parallel,
         pitfalls=records,
         pitfall_runs=pitfall_runs,
+        speed=speed_summary(frameworks),
     )
+
+
+def speed_summary(frameworks: dict) -> dict:
+    """summary["speed"]: this machine's fp32 peak and each framework's share of it in this run; and,
+    when `tox -e bench` last ran on this CPU, what each framework's defaults cost (labelled as its figures)."""
+    peak = cpu.fp32_peak()
+    rows = {}
+    for name, entry in frameworks.items():
+        speed = entry.get("speed") or {}
+        if speed.get("train_images_per_second"):
+            lane_peak = speed.get("fp32_peak") or peak  # a framework run in a lane has that lane's cores
+            rows[name] = dict(
+                threads=speed.get("threads"), settings=speed.get("settings", []),
+                train_images_per_second=speed["train_images_per_second"], eval_images_per_second=speed.get("eval_images_per_second"),
+                share_of_peak=cpu.share_of_peak(speed["train_images_per_second"], lane_peak),
+            )
+    result = dict(peak=peak, frameworks=rows)
+    try:
+        bench = json.loads(BENCH_RESULT.read_text())
+    except (OSError, ValueError):
+        return result
+    if bench.get("cpu_model") == peak["model"] and bench.get("defaults"):
+        result["defaults"] = bench["defaults"]
+        result["defaults_source"] = (
+            f"tox -e bench, {bench.get('measured_at')}, {bench.get('images')} training images per run, median of the runs "
+            f"({BENCH_RESULT.relative_to(REPO)})"
+        )
+    return result
 
 
 def final_table(summary: dict) -> Table:

@@ -193,14 +193,40 @@ def _layer_table(summary: dict) -> Table:
 
 
 def _speed_table(summary: dict) -> Table | None:
+    shares = (summary.get("speed") or {}).get("frameworks", {})
     rows = [
-        [name, _text(speed.get("train_images_per_second"), ",.0f"), _text(speed.get("warmup_seconds"), ".2f"),
-         _text(speed.get("eval_images_per_second"), ",.0f"), _text(speed.get("peak_rss_mb"), ",.0f")]
+        [name, _text(speed.get("threads")), _text(speed.get("train_images_per_second"), ",.0f"),
+         _text(None if (share := shares.get(name, {}).get("share_of_peak")) is None else 100 * share, ".1f"),
+         _text(speed.get("warmup_seconds"), ".2f"), _text(speed.get("eval_images_per_second"), ",.0f"),
+         _text(speed.get("peak_rss_mb"), ",.0f"), ", ".join(speed.get("settings") or []) or "-"]
         for name, entry in summary["frameworks"].items()
         if (speed := entry.get("speed")) is not None
     ]
-    header = ["framework", "training images/s", "warm-up/compile s", "evaluation images/s", "peak resident memory MB"]
-    return Table("Speed in this run", header, rows) if rows else None
+    peak = (summary.get("speed") or {}).get("peak")
+    title = "Speed in this run"
+    if peak and peak.get("gflops"):
+        title += (
+            f". fp32 peak of this CPU: {peak['gflops']:.0f} GFLOP/s = {peak['cores']} cores x {peak['ghz']} GHz "
+            f"({peak['clock_source']}) x {peak['flops_per_cycle']} FLOP/cycle ({peak['vector_isa']}); the share is of the "
+            "cores each framework ran on"
+        )
+    header = ["framework", "threads", "training images/s", "% of fp32 peak", "warm-up/compile s", "evaluation images/s",
+              "peak resident memory MB", "runtime settings (common/runtime.py)"]
+    return Table(title, header, rows) if rows else None
+
+
+def speed_defaults_table(summary: dict) -> Table | None:
+    """What each framework's defaults cost in training images/s, from `tox -e bench` on this CPU (summary["speed"]["defaults"])."""
+    speed = summary.get("speed") or {}
+    rows = [
+        [name, row["setting"], _text(row["default_images_per_second"], ",.0f"), _text(row["tuned_images_per_second"], ",.0f"),
+         _text(row["tuned_images_per_second"] / row["default_images_per_second"], ".2f") + "x"]
+        for name, costs in (speed.get("defaults") or {}).items()
+        for row in costs
+        if row.get("default_images_per_second")
+    ]
+    title = f"Speed: what the framework's defaults cost on this CPU ({speed.get('defaults_source', '')})"
+    return Table(title, ["framework", "default kept", "images/s with it", "images/s with the suite's settings", "cost"], rows) if rows else None
 
 
 def _parity_table(summary: dict) -> Table:
@@ -303,7 +329,7 @@ def _data_parallel_table(summary: dict) -> Table | None:
 
 
 SECTIONS = [
-    _frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _seed_table, _data_parallel_table,
+    _frameworks_table, _layer_table, _speed_table, speed_defaults_table, _parity_table, _cross_eval_table, _seed_table, _data_parallel_table,
     _costs_table,
 ]
 

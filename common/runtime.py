@@ -1,45 +1,107 @@
-"""Process settings for fast training, applied by each backend's __init__ before it imports its framework.
+"""Process settings for fast training, chosen from this CPU and applied by each backend's __init__
+before it imports its framework.
 
 Every process that loads a backend gets them (the comparison workers, the CLI, the tests, the
-benchmark's trainer loop). The benchmark's tutorial-style loops opt out with LENET_TUNE_PROCESS=0,
-to run with the defaults a reader's script has. Each setting was measured on the 2-core CPU
-this suite is tuned on (README, "Speed").
+benchmark's trainer loop). Opting out: LENET_TUNE_PROCESS=0 keeps every framework default (the
+benchmark's "defaults" and tutorial loops run so, as a reader's script would);
+LENET_TUNE_SKIP=NAME[,NAME] leaves out single settings (the benchmark measures each one so).
+LENET_THREADS=N gives the process N threads (the comparison runs two frameworks at once, one
+core each). What each setting is worth was measured with `python -m benchmarks.train_speed
+--each-setting` (README, "Speed"); nothing here is one machine's tuning: every choice follows
+from the CPU's flags and core count read at run time (common/cpu.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass, field
+
+from common import cpu as cpu_facts
+
+cores = cpu_facts.cores  # data_parallel and older callers import it from here
+# The cores this process was given, read before any framework loads: PyTorch's OMP_PROC_BIND
+# later binds the main thread to one core, after which the affinity mask says 1.
+PROCESS_CORES = cores()
 
 # glibc's malloc hands every block over 128 KiB back to the OS when it is freed, so each training
 # step's activations (2.4 MB for conv1's output) arrive as fresh pages that the kernel must fault
-# in and zero, every step: slower epochs that vary from one process to the next (README, "Speed",
-# has the measured figures). Serving such blocks from the heap and keeping freed memory for reuse
-# avoids that. (The other frameworks pool their own buffers; it does them no harm.)
+# in and zero, every step: slower epochs that vary from one process to the next. Serving such
+# blocks from the heap and keeping freed memory for reuse avoids that. (The other frameworks
+# pool their own buffers; it does them no harm.)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
 _MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD_BYTES = 1 << 30
 
 OPT_OUT = "LENET_TUNE_PROCESS"  # set to 0 for the frameworks' defaults
+SKIP = "LENET_TUNE_SKIP"  # comma-separated Setting names to leave at the framework's default
+THREADS = "LENET_THREADS"  # threads for this process; default: every core it may run on
+KEEP_FREED_MEMORY = "malloc-keep-freed"
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+@dataclass(frozen=True)
+class Setting:
+    name: str  # what LENET_TUNE_SKIP and the benchmark call it
+    why: str  # one line: what the default does wrong here, and what the setting changes
+    variables: dict[str, str] = field(default_factory=dict)  # environment read when the framework loads
 
 
-def thread_settings(framework: str) -> dict[str, str]:
-    """Environment variables each framework's thread pools read once, when they start."""
+def threads_wanted(total_cores: int = PROCESS_CORES) -> int:
+    """LENET_THREADS when set to a positive number, else every core this process was given."""
+    value = os.environ.get(THREADS, "")
+    return int(value) if value.isdigit() and int(value) > 0 else total_cores
+
+
+def settings(framework: str, cpu: cpu_facts.CPU | None = None, threads: int | None = None) -> list[Setting]:
+    """The settings that make `framework` fastest on this CPU with `threads` threads."""
+    cpu = cpu or cpu_facts.detect()
+    threads = threads or threads_wanted(cpu.cores)
+    isa = cpu_facts.vector_isa(cpu.flags)
+    chosen = [Setting(
+        KEEP_FREED_MEMORY,
+        "glibc returns freed blocks over 128 KiB to the OS, so every step page-faults its activations in afresh",
+    )]
     if framework == "pytorch":
-        # Pin PyTorch's OpenMP threads, one per core: left to the scheduler, both sometimes ran on
-        # one core for a whole process.
-        return {"OMP_PROC_BIND": "true"}
-    if framework == "mxnet":
+        chosen.append(Setting(
+            "omp-proc-bind", "unpinned, PyTorch's OpenMP threads sometimes share one core for a whole run",
+            {"OMP_PROC_BIND": "true"},
+        ))
+        if threads != cpu.cores:
+            chosen.append(Setting("threads", f"{threads} of {cpu.cores} cores", {"OMP_NUM_THREADS": str(threads)}))
+    elif framework == "tensorflow":
+        if isa in ("avx2", "avx512f"):
+            # TensorFlow's x86 builds carry oneDNN, but turn it on by default only on CPUs with
+            # AVX-512-class features; on an AVX2 CPU its convolutions then run on Eigen's slower kernels.
+            chosen.append(Setting(
+                "onednn", f"this CPU has {isa}; TensorFlow enables its oneDNN kernels by default only on AVX-512-class CPUs",
+                {"TF_ENABLE_ONEDNN_OPTS": "1"},
+            ))
+        if threads != cpu.cores:
+            chosen.append(Setting(
+                "threads", f"{threads} of {cpu.cores} cores",
+                {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
+            ))
+    elif framework == "jax":
+        if threads == 1:
+            chosen.append(Setting(
+                "threads", f"1 of {cpu.cores} cores: XLA's Eigen pool off",
+                {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
+            ))
+    elif framework == "mxnet":
         # MXNet's default engine hands each operator to a worker thread that runs it on one OpenMP
         # thread. The NaiveEngine runs operators in the calling thread, in order, so each can use
         # every core's OpenMP thread. (On a GPU build, whose kernels run asynchronously, set
         # MXNET_ENGINE_TYPE=ThreadedEnginePerDevice to keep them so.)
-        return {"MXNET_ENGINE_TYPE": "NaiveEngine", "OMP_NUM_THREADS": str(cores())}
-    return {}  # TensorFlow's and XLA's own thread pools already use every core
+        chosen.append(Setting(
+            "naive-engine", "the threaded engine runs each operator on one OpenMP thread",
+            {"MXNET_ENGINE_TYPE": "NaiveEngine", "OMP_NUM_THREADS": str(threads)},
+        ))
+    return chosen
+
+
+def thread_settings(framework: str) -> dict[str, str]:
+    """Every environment variable the settings for `framework` set on this machine."""
+    return {name: value for setting in settings(framework) for name, value in setting.variables.items()}
 
 
 def keep_freed_memory() -> bool:
@@ -51,6 +113,9 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
 
 
+ACTIVE: list[str] = []  # the Setting names tune_process applied in this process, for the worker's result
+
+
 def tune_process(framework: str) -> dict[str, str]:
     """Apply the settings for `framework` to this process; return the variables it set.
 
@@ -59,7 +124,14 @@ def tune_process(framework: str) -> dict[str, str]:
     """
     if os.environ.get(OPT_OUT) == "0":
         return {}
-    applied = {name: value for name, value in thread_settings(framework).items() if name not in os.environ}
+    skipped = set(filter(None, os.environ.get(SKIP, "").split(",")))
+    applied = {}
+    for setting in settings(framework):
+        if setting.name in skipped:
+            continue
+        if setting.name == KEEP_FREED_MEMORY and not keep_freed_memory():
+            continue
+        ACTIVE.append(setting.name)
+        applied.update({name: value for name, value in setting.variables.items() if name not in os.environ})
     os.environ.update(applied)
-    keep_freed_memory()
     return applied

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import protocol
+from common import cpu, protocol, runtime
 from common.data import load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
 from common.files import atomic_write, write_json
@@ -75,6 +75,7 @@ def run_phase(backend, job: Job) -> dict:
     backend.evaluate(model, test_x, data.test_labels)
     eval_seconds = time.perf_counter() - start
     seconds = sum(entry["seconds"] for entry in history)
+    threads = runtime.threads_wanted()
     return dict(
         device=str(backend.resolve_device(config.device)),
         layers=rows,
@@ -89,6 +90,9 @@ def run_phase(backend, job: Job) -> dict:
             warmup_seconds=warmup,
             eval_images_per_second=len(test_x) / eval_seconds if eval_seconds else 0.0,
             peak_rss_mb=peak_rss_mb(),
+            threads=threads,
+            settings=list(runtime.ACTIVE),  # the common/runtime.py settings this process ran with
+            fp32_peak=cpu.fp32_peak(threads=threads),
         ),
     )
 

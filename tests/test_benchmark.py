@@ -6,39 +6,51 @@ import pytest
 
 from benchmarks import train_speed
 from benchmarks.measure import measure
+from common import runtime
+
+PEAK = dict(images_per_second=10000.0)
 
 
-def test_peak_is_computed_from_the_cpu():
-    peak = train_speed.cpu_peak_flops()
-    assert peak["cores"] >= 1 and peak["fp32_lanes"] in (4, 8, 16)
-    assert peak["gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_lanes"] * 2 * peak["fma_units"])
+def run(loop: str, images_per_second: float, peak_rss_mb: float = 500.0, framework: str = "x") -> dict:
+    return dict(framework=framework, loop=loop, images_per_second=images_per_second, warmup_seconds=1.0, peak_rss_mb=peak_rss_mb)
 
 
-def run(loop: str, images_per_second: float, peak_rss_mb: float = 500.0) -> dict:
-    return dict(
-        framework="x", loop=loop, images_per_second=images_per_second, epoch_seconds=60000 / images_per_second,
-        warmup_seconds=1.0, peak_rss_mb=peak_rss_mb,
-    )
-
-
-def test_the_fastest_run_counts_and_the_slowest_is_shown():
-    runs = [run("trainer", 2500.0, peak_rss_mb=600.0), run("trainer", 3000.0), dict(framework="x", loop="trainer", error="killed")]
-    best = train_speed.fastest(runs)
-    assert best["images_per_second"] == 3000.0 and best["runs"] == [2500.0, 3000.0]
-    assert best["peak_rss_mb"] == 600.0  # memory: the worst run
+def test_the_median_run_counts_and_the_range_is_shown():
+    runs = [run("trainer", 2500.0, peak_rss_mb=600.0), run("trainer", 3000.0), run("trainer", 2000.0), dict(framework="x", loop="trainer", error="killed")]
+    middle = train_speed.median_run(runs)
+    assert middle["images_per_second"] == 2500.0 and middle["runs"] == [2500.0, 3000.0, 2000.0]
+    assert middle["peak_rss_mb"] == 600.0  # memory: the worst run
     failed = dict(framework="y", loop="trainer", error="ImportError: no y")
-    assert train_speed.fastest([failed]) == failed
+    assert train_speed.median_run([failed]) == failed
 
 
-def test_table_shows_the_ratio_and_failures():
+def test_table_shows_the_gain_over_the_defaults_the_share_of_the_peak_and_failures():
     results = [
-        train_speed.fastest([run("trainer", 3000.0), run("trainer", 2500.0)]),
-        train_speed.fastest([run("tutorial", 2000.0)]),
+        train_speed.median_run([run(train_speed.TRAINER, 3000.0), run(train_speed.TRAINER, 2500.0)]),
+        train_speed.median_run([run(train_speed.DEFAULTS, 1000.0)]),
+        train_speed.median_run([run(train_speed.TUTORIAL, 1500.0)]),
         dict(framework="y", loop="trainer", error="ImportError: no y"),
     ]
-    text = train_speed.table(results, peak_gflops=100.0)
-    assert "| x | trainer | 3,000 | 2,500 | 20.00 | 1.00 | 500 | 6.8 | 1.50x |" in text
+    text = train_speed.table(results, PEAK)
+    assert "| x | trainer | 2,750 | 2,500-3,000 | 1.00 | 500 | 27.5 | 2.75x | 1.83x |" in text
+    assert "| x | trainer, defaults | 1,000 | 1,000-1,000 | 1.00 | 500 | 10.0 |  |  |" in text
     assert "failed: ImportError: no y" in text
+
+
+def test_each_loop_gets_its_settings_and_each_setting_can_be_left_out():
+    assert train_speed.loop_env(train_speed.TRAINER) == {}
+    assert train_speed.loop_env(train_speed.DEFAULTS) == train_speed.loop_env(train_speed.TUTORIAL) == {runtime.OPT_OUT: "0"}
+    names = [setting.name for setting in runtime.settings("mxnet")]
+    each = train_speed.loops("mxnet", each_setting=True)
+    assert [train_speed.loop_env(loop)[runtime.SKIP] for loop in each[3:]] == names
+
+
+def test_the_cost_of_each_default_is_recorded_for_the_report():
+    results = [run(train_speed.TRAINER, 3000.0, framework="mxnet"), run(train_speed.DEFAULTS, 1000.0, framework="mxnet"),
+               run(train_speed.WITHOUT + "naive-engine", 2000.0, framework="mxnet")]
+    rows = train_speed.defaults_that_cost(results)["mxnet"]
+    assert [(r["default_images_per_second"], r["tuned_images_per_second"]) for r in rows] == [(1000.0, 3000.0), (2000.0, 3000.0)]
+    assert "MXNET_ENGINE_TYPE=NaiveEngine" in rows[1]["setting"]
 
 
 @pytest.mark.usefixtures("fashion_mnist")  # measures on the real data; skips without it

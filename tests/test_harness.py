@@ -24,9 +24,13 @@ from rich.console import Console
 pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in the parity or compare tox env")
 
 import compare  # noqa: E402
-from common import parity, protocol  # noqa: E402
+from common import (  # noqa: E402
+    cpu,  # noqa: E402
+    parity,
+    protocol,
+)
 from common.files import FolderBusy, folder_lock  # noqa: E402
-from common.harness import Display, Options, interpreter, run_comparison  # noqa: E402
+from common.harness import Display, Options, core_sets, interpreter, lanes_for, run_comparison  # noqa: E402
 from common.interface import TrainConfig  # noqa: E402
 from common.parity import passed  # noqa: E402
 from common.report import DIFFERENCES, REPO  # noqa: E402
@@ -68,7 +72,11 @@ def test_the_oracle_and_a_framework_pass_every_check(good_run):
             "per-epoch training losses agree", "final test accuracies agree"} <= checks
     entry = summary["frameworks"]["numpy"]
     assert entry["status"] == "ok" and entry["params"] == 61706 and len(entry["history"]) == 2
-    assert set(entry["speed"]) == {"train_images_per_second", "warmup_seconds", "eval_images_per_second", "peak_rss_mb"}
+    assert set(entry["speed"]) == {
+        "train_images_per_second", "warmup_seconds", "eval_images_per_second", "peak_rss_mb", "threads", "settings", "fp32_peak",
+    }
+    assert entry["speed"]["threads"] == max(1, cpu.cores() // 2)  # two frameworks at once, each on half the cores
+    assert set(summary["speed"]["frameworks"]) == {"numpy", SECOND} and summary["speed"]["peak"]["cores"] == cpu.cores()
     assert summary["cross_eval"][SECOND]["numpy"] == summary["cross_eval"]["numpy"]["numpy"]
     assert summary["data_source"] and not summary["partial"]
     for name in ("summary.json", "report.md", "curves.png", "report.html"):
@@ -176,6 +184,29 @@ def test_bad_options_get_argparse_errors(argv, capsys):
         compare.parse_args(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["--frameworks", "mxnet", "--replicas", "129", "--batch-size", "128"], "more replicas than a global batch has examples (128"),
+    (["--replicas", "100"], "the epoch's last batch has examples (96"),  # 60,000 = 468 x 128 + 96
+    (["--replicas", "3", "--train-subset", "2"], "a global batch has examples (2)"),
+    (["--replicas", "2", "9"], "2 cores take at most 8"),
+])
+def test_replicas_this_machine_cannot_serve_are_refused_before_anything_starts(argv, reason, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "cores", lambda: 2)
+    with pytest.raises(SystemExit) as exit_info:
+        compare.parse_args(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: --replicas" in error and reason in error and "use --replicas" in error
+
+
+def test_frameworks_share_the_machine_in_lanes_of_their_own_cores():
+    assert lanes_for(4, machine_cores=2) == 2 and lanes_for(1, machine_cores=2) == 1 and lanes_for(4, machine_cores=16) == 4
+    sets = core_sets(2)
+    assert len(sets) == 2 and all(sets)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert not sets[0] & sets[1]
 
 
 def test_display_keeps_the_reused_status_and_stops_clocks():

@@ -35,7 +35,7 @@ def framework_entry(index: int, offset: float) -> dict:
         ],
         step_losses=[loss + offset for loss in STEP_LOSSES],
         speed=dict(train_images_per_second=20451.3 - 1000 * index, warmup_seconds=1.27 + index, eval_images_per_second=51234.0,
-                   peak_rss_mb=427.4 + index),
+                   peak_rss_mb=427.4 + index, threads=1, settings=["malloc-keep-freed"]),
     )
 
 
@@ -55,6 +55,10 @@ def make_summary(names=FRAMEWORKS, offsets=None) -> dict:
         cross_eval={evaluator: {source: 0.7298 for source in names} for evaluator in names},
         seed_statistics={},
         seconds=12.0,
+        speed=dict(
+            peak=dict(gflops=156.8, cores=2, ghz=2.45, clock_source="'cpu MHz' in /proc/cpuinfo", flops_per_cycle=32, vector_isa="avx2"),
+            frameworks={name: dict(share_of_peak=0.589 - 0.01 * i) for i, name in enumerate(names)},
+        ),
     )
 
 
@@ -68,12 +72,24 @@ def test_speed_table_shows_each_frameworks_numbers():
     summary = make_summary()
     speed = table_rows(summary, "Speed in this run")
     assert speed["pytorch"] == {
-        "framework": "pytorch", "training images/s": "20,451", "warm-up/compile s": "1.27", "evaluation images/s": "51,234",
-        "peak resident memory MB": "427",
+        "framework": "pytorch", "threads": "1", "training images/s": "20,451", "% of fp32 peak": "58.9", "warm-up/compile s": "1.27",
+        "evaluation images/s": "51,234", "peak resident memory MB": "427", "runtime settings (common/runtime.py)": "malloc-keep-freed",
     }
     assert speed["mxnet"]["warm-up/compile s"] == "4.27"
-    assert "| pytorch | 20,451 | 1.27 | 51,234 | 427 |" in markdown(summary)
-    assert "<h2>Speed in this run</h2>" in html_page(summary, b"") and "<td>20,451</td>" in html_page(summary, b"")
+    assert "| pytorch | 1 | 20,451 | 58.9 | 1.27 | 51,234 | 427 | malloc-keep-freed |" in markdown(summary)
+    assert "157 GFLOP/s = 2 cores x 2.45 GHz" in markdown(summary)
+    assert "<td>20,451</td>" in html_page(summary, b"")
+
+
+def test_what_a_default_costs_is_shown_when_the_benchmark_measured_it():
+    summary = make_summary()
+    assert "what the framework's defaults cost" not in markdown(summary)
+    summary["speed"]["defaults"] = {"tensorflow": [
+        dict(setting="onednn: TF_ENABLE_ONEDNN_OPTS=1 left out", default_images_per_second=3200.0, tuned_images_per_second=8000.0),
+    ]}
+    summary["speed"]["defaults_source"] = "tox -e bench, 2026-12-03"
+    rows = table_rows(summary, "Speed: what the framework's defaults cost")
+    assert rows["tensorflow"]["images/s with it"] == "3,200" and rows["tensorflow"]["cost"] == "2.50x"
 
 
 def test_layers_are_matched_by_name_and_gaps_show_as_missing():

@@ -73,3 +73,9 @@ def test_keeping_freed_memory_stops_the_page_faults():
     # By default freeing them trims the heap, so every block comes fresh from the OS: ~600 page faults each.
     assert faults("default") > 200 * 4 * 500
     assert faults("keep") < 10_000
+
+
+def test_a_setting_can_be_left_out_on_its_own(clean_environment, monkeypatch):
+    monkeypatch.setenv(runtime.SKIP, "naive-engine")
+    assert runtime.tune_process("mxnet") == {}
+    assert "MXNET_ENGINE_TYPE" not in os.environ

@@ -31,7 +31,7 @@ def _logits(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     return model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(model_device(model)))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks tensor versions)
 def forward(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return _logits(model, x).cpu().numpy()
 
