@@ -4,7 +4,8 @@ A pin bumped next year can change a framework's curve silently; the parity check
 it when every framework moved together, and nothing else remembers last year's numbers. So the
 canonical run (the d2l recipe: classic, SGD lr 0.1, batch 128, 10 epochs, seed 0, all the data)
 is kept in tests/golden/<framework>.json: the first step losses, the per-epoch losses and test
-accuracies, and the versions. tests/test_golden.py reruns a short piece of that run in each
+accuracies, and the versions. A record may hold only the run's first epochs (`compare.py --epochs N`,
+N < 10, everything else default): those are the canonical run's first N epochs exactly. tests/test_golden.py reruns a short piece of that run in each
 framework's env and fails when the numbers drift beyond the parity tolerances.
 
 Refresh the record from a passing canonical comparison, never by hand:
@@ -38,8 +39,11 @@ def canonical_problems(summary: dict) -> list[str]:
     problems = [
         f"{key} is {config.get(key)!r}, not {value!r}"
         for key, value in {**CANONICAL.to_dict(), "seeds": [CANONICAL.seed], "train_subset": None, "test_subset": None}.items()
-        if key != "device" and config.get(key) != value
+        if key not in ("device", "epochs") and config.get(key) != value
     ]
+    # Fewer epochs are the canonical run's first epochs (the batch order of an epoch does not depend on how many follow).
+    if not (isinstance(config.get("epochs"), int) and 1 <= config["epochs"] <= CANONICAL.epochs):
+        problems.append(f"epochs is {config.get('epochs')!r}, not 1 to {CANONICAL.epochs}")
     if summary.get("partial"):
         problems.append("the run was interrupted (partial)")
     elif not passed(summary):
@@ -60,7 +64,8 @@ def record(summary: dict, name: str) -> dict:
         step_losses=entry["step_losses"][:STEPS],
         epoch_losses=[e["train_loss"] for e in history],
         epoch_test_accuracies=[e["test_accuracy"] for e in history],
-        final_test_accuracy=entry["final_test_accuracy"],
+        epochs=len(history),
+        final_test_accuracy=entry["final_test_accuracy"],  # after `epochs` epochs
         tolerances=dict(step_loss=STEP_LOSS_TOL, epoch_loss=EPOCH_LOSS_TOL, accuracy=ACCURACY_SPREAD_TOL),
     )
 
