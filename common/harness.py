@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common import cpu, parity, pitfalls, protocol, runtime
+from common import cpu, onnx_judge, parity, pitfalls, protocol, runtime
 from common.data import load_fashion_mnist, scale_images
 from common.files import atomic_write, folder_lock, write_json
 from common.interface import TrainConfig
@@ -90,6 +90,8 @@ def reusable(job: Job, options: Options) -> dict | None:
                 probe_results.files  # noqa: B018 - opening the archive checks it
         elif job.phase == "data_parallel":
             load_weights(previous["weights"])
+        if job.onnx and previous.get("onnx", {}).get("status") == "ok":
+            Path(job.onnx).stat()  # the export the judge will read is still there
     except (OSError, ValueError, KeyError, TypeError, WeightsError):  # missing, damaged or from another version
         return None
     return previous
@@ -277,7 +279,8 @@ def run_comparison(options: Options, console: Console | None = None) -> dict:
             except KeyboardInterrupt:
                 interrupted = True
                 comparison.stop()
-        summary = summarize(options, comparison.results, probe_x, probe_y, out)
+        test = scale_images(data.test_images), data.test_labels  # the ONNX exports' accuracy in onnxruntime
+        summary = summarize(options, comparison.results, probe_x, probe_y, out, test)
         summary.update(
             partial=interrupted, seconds=time.perf_counter() - started, reused_seconds=comparison.reused_seconds,
             data_source=data.source,
@@ -307,6 +310,11 @@ def with_pitfalls(frameworks: list[str]) -> list[str]:
     return [name for name in frameworks if name in pitfalls.FRAMEWORKS_WITH_PITFALLS]
 
 
+def with_exporter(frameworks: list[str]) -> list[str]:
+    """The frameworks with an ONNX exporter (frameworks/<name>/export.py; the numpy oracle has none)."""
+    return [name for name in frameworks if (REPO / "frameworks" / name / "export.py").exists()]
+
+
 def run_all_phases(options: Options, comparison: Comparison, probe_path: str) -> None:
     out, first = Path(options.out), options.seeds[0]
     shared = dict(data_dir=options.data_dir, train_subset=options.train_subset, test_subset=options.test_subset)
@@ -318,6 +326,7 @@ def run_all_phases(options: Options, comparison: Comparison, probe_path: str) ->
             runs[run_label(name, seed)] = Job(
                 phase="run", framework=name, config=replace(options.config, seed=seed), out=str(out / name / f"seed{seed}"),
                 probe=probe_path, initial_weights=initial[seed], steps=options.steps if seed == first else 0, **shared,
+                onnx=str(out / name / protocol.ONNX_MODEL) if seed == first and name in with_exporter(options.frameworks) else None,
             )
     comparison.run_at_once(runs)
     trained = {
@@ -355,7 +364,7 @@ def run_all_phases(options: Options, comparison: Comparison, probe_path: str) ->
             comparison.run(pitfalls_label(name), job)
 
 
-def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out: Path) -> dict:
+def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out: Path, test=None) -> dict:
     first = options.seeds[0]
     variant = options.config.variant
     not_run = dict(status="failed", error="not run: the comparison was interrupted first")
@@ -402,6 +411,11 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
         if results.get(f"{name} cross-eval", {}).get("status") == "ok"
     }
     checks += parity.cross_eval_checks(matrix)
+    exports = judge_exports(options, runs, probe_x, test, out)
+    checks += onnx_judge.onnx_checks(exports)
+    runtime_row = {name: entry["accuracy"] for name, entry in exports.items() if entry.get("status") == "ok"}
+    if runtime_row:  # after the cross-eval checks: onnx_checks compares each file with its own framework
+        matrix[onnx_judge.RUNTIME] = runtime_row
     stats = {}
     if not deterministic or len(options.seeds) > 1:
         stats = parity.seed_statistics(
@@ -428,6 +442,7 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
         pitfalls=records,
         pitfall_runs=pitfall_runs,
         speed=speed_summary(frameworks),
+        onnx=exports,
     )
 
 
@@ -457,6 +472,19 @@ def speed_summary(frameworks: dict) -> dict:
             f"({BENCH_RESULT.relative_to(REPO)})"
         )
     return result
+
+
+def judge_exports(options: Options, runs: dict, probe_x, test, out: Path) -> dict[str, dict]:
+    """Each finished framework's ONNX export, run by onnxruntime (common/onnx_judge.py)."""
+    first, exports = options.seeds[0], {}
+    for name in with_exporter(options.frameworks):
+        result = runs[name][first]
+        if result["status"] != "ok" or test is None:
+            continue
+        export = result.get("onnx") or dict(status="failed", error="the run recorded no ONNX export (a run from before exports: rerun with --force)")
+        weights = load_weights(out / name / f"seed{first}" / protocol.TRAINED_WEIGHTS)
+        exports[name] = onnx_judge.judge(export, weights, probe_x, *test, options.config.variant, result["final_test_accuracy"])
+    return exports
 
 
 def final_table(summary: dict) -> Table:

@@ -16,6 +16,7 @@ from common.interface import TrainConfig
 
 PROBE_RESULTS = "probe_results.npz"  # round-tripped weights, probe logits and gradients
 TRAINED_WEIGHTS = "trained_weights.npz"
+ONNX_MODEL = "model.onnx"  # <out>/<framework>/model.onnx: the first seed's trained model, by the framework's own exporter
 
 # Progress events, one JSON object per line: {"event": "start", "epochs": E},
 # {"event": "batch", "done": D, "total": T}, {"event": "epoch", **history entry}.
@@ -52,6 +53,7 @@ class Job:
     history: list[dict] | None = None  # pitfalls: this framework's comparison run, the correct run to compare with
     replicas: int = 1  # data_parallel
     engine: str | None = None  # data_parallel: None for the framework's default engine
+    onnx: str | None = None  # run: where to write the trained model through the framework's ONNX exporter (first seed)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "config": self.config.to_dict()}

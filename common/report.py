@@ -328,8 +328,41 @@ def _data_parallel_table(summary: dict) -> Table | None:
     )
 
 
+def _onnx_nodes(nodes: dict[str, int]) -> str:
+    return ", ".join(f"{op} {count}" for op, count in nodes.items())
+
+
+def _onnx_table(summary: dict) -> Table | None:
+    """Each framework's trained model through its own ONNX exporter, run by onnxruntime (common/onnx_judge.py)."""
+    exports = summary.get("onnx") or {}
+    if not exports:
+        return None
+    rows = []
+    for name, entry in exports.items():
+        exporter = f"{entry['exporter']} ({entry['exporter_version']})" if entry.get("exporter") else "-"
+        if entry.get("status") != "ok":
+            reason = (entry.get("error") or "unknown error").splitlines()[0][:200]
+            rows.append([name, exporter, "-", "-", "-", "-", "-", "-", f"failed: {reason}"])
+            continue
+        size = entry.get("size_bytes")
+        rows.append([
+            name, exporter, _text(entry.get("opset")), f"{entry.get('layout', '-')} {entry.get('input_shape', '')}",
+            _onnx_nodes(entry.get("nodes") or {}), _text(size and size / 1024, ",.1f"), _text(entry.get("forward_error"), ".2g"),
+            f"{_text(entry.get('accuracy'), '.4f')} ({_text(entry.get('framework_accuracy'), '.4f')} in {name})", "ok",
+        ])
+    runtime = next((e["runtime"] for e in exports.values() if e.get("runtime")), "onnxruntime")
+    return Table(
+        f"ONNX: each framework's trained model through its own exporter, run by {runtime}. Forward error: max abs logits "
+        "difference from the float64 NumPy reference with the same weights, on the probe batch. N,H,W,C files keep the "
+        "framework's layout and add Transpose nodes around ONNX's N,C,H,W convolutions.",
+        ["framework", "exporter", "opset", "input", "nodes by op type", "file KiB", "forward error", "test accuracy in onnxruntime", "export"],
+        rows, "dense",
+    )
+
+
 SECTIONS = [
-    _frameworks_table, _layer_table, _speed_table, speed_defaults_table, _parity_table, _cross_eval_table, _seed_table, _data_parallel_table,
+    _frameworks_table, _layer_table, _speed_table, speed_defaults_table, _parity_table, _cross_eval_table, _onnx_table, _seed_table,
+    _data_parallel_table,
     _costs_table,
 ]
 

@@ -4,7 +4,8 @@ It measures and writes; it judges nothing. The harness (common/harness.py) reads
 worker wrote and runs the parity checks. The job, the events and the files are common/protocol.py.
 
 Phases: "run" builds, probes (shapes, weight round trip, forward, gradients, first steps),
-trains from the shared initial weights and saves the trained weights; "crosseval" loads every
+trains from the shared initial weights, saves the trained weights and exports the trained model
+to ONNX with the framework's own exporter (frameworks/<name>/export.py); "crosseval" loads every
 framework's trained weights and measures test accuracy with this framework; "data_parallel"
 trains on N replicas with the framework's own engine (frameworks/<name>/distributed.py);
 "pitfalls" makes each mistake a user of the framework would make and measures what it costs
@@ -16,6 +17,7 @@ from __future__ import annotations
 import platform
 import resource
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -74,6 +76,7 @@ def run_phase(backend, job: Job) -> dict:
     start = time.perf_counter()
     backend.evaluate(model, test_x, data.test_labels)
     eval_seconds = time.perf_counter() - start
+    exported = export_onnx(backend, model, job.onnx) if job.onnx else None  # after the timed evaluation: it loads an exporter
     seconds = sum(entry["seconds"] for entry in history)
     threads = runtime.threads_wanted()
     return dict(
@@ -94,7 +97,30 @@ def run_phase(backend, job: Job) -> dict:
             settings=list(runtime.ACTIVE),  # the common/runtime.py settings this process ran with
             fp32_peak=cpu.fp32_peak(threads=threads),
         ),
+        **({"onnx": exported} if exported else {}),
     )
+
+
+def export_onnx(backend, model, path: str) -> dict | None:
+    """The trained model through the framework's own ONNX exporter (frameworks/<name>/export.py), in this
+    process, where the framework is loaded already. A failure is recorded, never fatal: the run's training
+    stands, and the harness's judge (common/onnx_judge.py) reports the export as failed, saying why.
+    None for a backend without an exporter (the numpy oracle)."""
+    if not (Path(__file__).parent / backend.name / "export.py").exists():
+        return None
+    start = time.perf_counter()
+    try:
+        exporter = importlib.import_module(f"frameworks.{backend.name}.export")
+        path = Path(path)
+        with tempfile.TemporaryDirectory(dir=path.parent) as folder:  # the exporters write in place: rename when whole
+            written = Path(folder) / path.name
+            info = exporter.export_onnx(model, written)
+            atomic_write(path, lambda f: f.write(written.read_bytes()))
+        info.update(status="ok", path=str(path))
+    except Exception as err:  # a missing package or an exporter error: say which, and go on
+        info = dict(status="failed", error=f"{type(err).__name__}: {err}".strip()[:2000])
+    info["seconds"] = time.perf_counter() - start
+    return info
 
 
 def crosseval_phase(backend, job: Job) -> dict:

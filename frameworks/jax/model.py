@@ -16,7 +16,7 @@ data_format = "NHWC"  # Flax convolves channels-last; to_nhwc() converts the can
 
 # The CPU wheels never see a GPU. Worded without brackets: the CLI prints errors through rich,
 # which would swallow the "[cuda12]" of the pip command as markup.
-GPU_INSTALL = "install JAX's CUDA build (the cuda12 extra of jax==0.10.2; see requirements/jax.txt)"
+GPU_INSTALL = "install JAX's CUDA build (the cuda12 extra of jax==0.10.1; see requirements/jax.txt)"
 XAVIER = nnx.initializers.xavier_uniform()  # Flax's default kernel init is lecun_normal (biases: zeros)
 # On a GPU, JAX's default precision runs float32 convolutions and matmuls in TF32 (about 1e-3
 # relative error); "highest" keeps true float32 there, as the parity checks need. No effect on CPU.
