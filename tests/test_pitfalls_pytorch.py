@@ -21,7 +21,7 @@ from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
-from tests.conftest import random_batch, random_weights
+from tests.conftest import ADAM_EPS_CONFIG, assert_adam_matches_the_oracle, eps_sized_gradients, random_batch, random_weights
 
 try:
     backend = get_backend("pytorch")
@@ -247,3 +247,18 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
     assert dropout["correct"] == 0.0 < dropout["mistaken"]
     reduction = next(entry for entry in records if entry["difference"] == "Data-parallel reduction")
     assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
+
+
+def test_adam_eps_is_added_after_the_bias_correction():
+    """Optimizer defaults: make_optimizer's Adam takes every hyperparameter from the config and adds eps to
+    sqrt(v_hat), as the float64 oracle does; another eps, or eps inside the square root, fails here."""
+    gradients = eps_sized_gradients()
+    holder = torch.nn.Module()
+    holder.w = torch.nn.Parameter(torch.zeros(len(gradients[0])))
+    optimizer = backend.make_optimizer(holder, ADAM_EPS_CONFIG)
+    path = []
+    for g in gradients:
+        holder.w.grad = torch.from_numpy(g.astype(np.float32))
+        optimizer.step()
+        path.append(holder.w.detach().numpy().copy())
+    assert_adam_matches_the_oracle(np.array(path), gradients)
