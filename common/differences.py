@@ -338,3 +338,12 @@ def names_a_test(node_id: str) -> bool:
     except PointerError:
         return False
     return any(isinstance(node, ast.FunctionDef) and node.name == name and name.startswith("test_") for node in module.body)
+
+
+# Where each framework defines the network: its layer table (spec kind -> layer) and the build that reads the spec.
+NETWORK: dict[str, tuple[str, ...]] = {
+    "pytorch": _in("pytorch", "model.py", "_LAYERS", "build"),
+    "tensorflow": _in("tensorflow", "model.py", "_LAYERS", "build"),
+    "jax": _in("jax", "model.py", "_LAYERS", "LeNet", "build"),
+    "mxnet": _in("mxnet", "model.py", "_LAYERS", "build"),
+}

@@ -14,10 +14,10 @@ import pytest
 
 from common import reference, spec
 from common.data import FashionMNIST, batch_order, scale_images
+from common.differences import BY_TITLE
 from common.interface import TrainConfig, param_mismatches, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
 from common.pitfalls import REDUCTION_TEST
-from common.report import DIFFERENCES
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -185,10 +185,9 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
     records = pitfalls.measure(tiny_pitfall_context)
     json.dumps(records)  # they travel in summary.json
 
-    report_differences = {title for title, _, _ in DIFFERENCES}
     for row in records:
         assert all(key in row for key in RECORD_KEYS), row
-        assert row["difference"] in report_differences and row["framework"] == "tensorflow", row
+        assert row["difference"] in BY_TITLE and row["framework"] == "tensorflow", row
         assert "\n" not in row["mistake"] and row["metric"], row
         assert all(isinstance(row[key], (int, float, str)) for key in ("correct", "mistaken")), row
         test_file, test_name = row["test"].split("::")
