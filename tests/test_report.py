@@ -242,11 +242,14 @@ def test_records_under_a_title_the_registry_lacks_are_flagged():
     assert "Measured under titles the registry lacks" in page and "Add them to common/differences.py" in page
 
 
-# Appended to a copy of the page: once laid out, it writes the page's width and the window's into the DOM.
+# Appended to a copy of the page: once laid out, it writes into the DOM the page's width, the window's,
+# the page's height, and how many code blocks and tables scroll sideways inside their own box.
 WIDTH_PROBE = """<script>addEventListener('load', () => {
   const probe = document.createElement('div');
+  const root = document.documentElement;
+  const sideways = [...document.querySelectorAll('pre, table')].filter(e => e.scrollWidth > e.clientWidth + 1).length;
   probe.id = 'width-check';
-  probe.textContent = `${document.documentElement.scrollWidth} ${document.documentElement.clientWidth} ${window.innerWidth}`;
+  probe.textContent = `${root.scrollWidth} ${root.clientWidth} ${window.innerWidth} ${root.scrollHeight} ${sideways}`;
   document.body.append(probe);
 });</script>"""
 
@@ -254,19 +257,28 @@ WIDTH_PROBE = """<script>addEventListener('load', () => {
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_page_fits_a_1366_px_laptop_screen(tmp_path):
-    summary = make_summary(names=[*FRAMEWORKS, "numpy"])  # five columns in the differences table: the widest page
+    summary = make_summary(names=[*FRAMEWORKS, "numpy"])  # five framework columns in the tables: the widest page
+    long_error = "diverged: epoch 1: training loss is nan; lower the learning rate (now 0.1) " * 3
+    summary = with_pitfalls(summary, [
+        pitfall_record(difference.title, 0.7298, long_error, metric="final test accuracy, or the divergence " * 2, framework=name,
+                       curves={"correct": [0.3, 0.6, 0.7298], "mistaken": [0.1, 0.1, 0.1]})
+        for difference in DIFFERENCES for name in difference.handled
+    ])
     page = html_page(summary, plot_curves(summary, tmp_path / "curves.png").read_bytes())
     (tmp_path / "report.html").write_text(page)
     (tmp_path / "probe.html").write_text(page.replace("</body>", WIDTH_PROBE + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1366,3000"]
+             "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
-        ["chromium", *flags, "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
+        ["chromium", *flags, "--window-size=1366,3000", "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
-    scroll_width, client_width, window_width = map(int, re.search(r'id="width-check">(\d+) (\d+) (\d+)<', dom).groups())
+    found = re.search(r'id="width-check">(\d+) (\d+) (\d+) (\d+) (\d+)<', dom)
+    scroll_width, client_width, window_width, height, sideways = map(int, found.groups())
     assert window_width == 1366
     assert scroll_width <= client_width, f"the page is {scroll_width} px wide in a {client_width} px window: it scrolls sideways"
-    shot = tmp_path / "report.png"
-    subprocess.run(["chromium", *flags, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert sideways == 0, f"{sideways} code blocks or tables scroll sideways inside their box"
+    shot = tmp_path / "report.png"  # the whole page, 1366 px wide
+    subprocess.run(["chromium", *flags, f"--window-size=1366,{height}", f"--screenshot={shot}", (tmp_path / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
