@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from common import reference, spec
+from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, STEP_LOSS_TOL
 from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
@@ -33,10 +34,7 @@ from flax import nnx  # noqa: E402
 from frameworks.jax import pitfalls  # noqa: E402
 
 THIS_FILE = "tests/test_pitfalls_jax.py"
-DIFFERENCES = (
-    "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order",
-    "Dropout at evaluation", "Float32 on GPUs (TF32)", "Gluon step(batch_size)", "Data-parallel reduction",
-)
+DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
 ORACLE_STEPS = 2  # the first loss comes before any update, the second after one
 SGD = TrainConfig(epochs=1, batch_size=32)  # small batches keep the float64 oracle quick

@@ -15,6 +15,7 @@ import pytest
 
 from common import reference, spec
 from common.data import FashionMNIST, batch_order, scale_images
+from common.differences import BY_TITLE
 from common.interface import TrainConfig
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL, relative_error
 from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
@@ -33,10 +34,7 @@ import torch  # noqa: E402  (only once pytorch imports)
 from frameworks.pytorch import pitfalls  # noqa: E402
 from frameworks.pytorch.convert import canonical_params  # noqa: E402
 
-DIFFERENCES = (
-    "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order",
-    "Dropout at evaluation", "Float32 on GPUs (TF32)", "Gluon step(batch_size)", "Data-parallel reduction",
-)
+DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
 SGD = TrainConfig(epochs=1)  # the d2l recipe: classic, plain SGD, lr 0.1, batch 128, seed 0
 ORACLE_STEPS = 2  # the first step shows which batch came first, the second also the first update
