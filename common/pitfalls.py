@@ -134,10 +134,18 @@ def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray,
 def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
     """Train with the common loop and return the final test accuracy, or "diverged (...)" when the
     loss leaves the rails (a mistake's effect is then the divergence itself)."""
+    return final_accuracy_and_curve(trainer, evaluate, data, config)[0]
+
+
+def final_accuracy_and_curve(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> tuple[float | str, list[float]]:
+    """final_accuracy, and the test accuracy after each epoch that finished: a record's curve
+    (record(..., curves={"correct": ..., "mistaken": ...}, curve_label="test accuracy"))."""
+    curve: list[float] = []
     try:
-        return fit(trainer, evaluate, data, config)[-1]["test_accuracy"]
+        history = fit(trainer, evaluate, data, config, on_epoch=lambda epoch: curve.append(epoch["test_accuracy"]))
+        return history[-1]["test_accuracy"], curve
     except TrainingDiverged as err:
-        return f"diverged: {err}"
+        return f"diverged: {err}", curve
 
 
 def largest_gap(losses, reference_losses) -> float:

@@ -4,11 +4,15 @@ pitfall record of every backend lands under a registry entry."""
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 
 import pytest
 
 from common.differences import BY_TITLE, DIFFERENCES, FRAMEWORKS, NETWORK, REPO, Difference, PointerError, code, entry, names_a_test
-from common.pitfalls import record
+from common.interface import TrainConfig
+from common.pitfalls import final_accuracy, final_accuracy_and_curve, record
+from common.weights import init_weights
+from frameworks import get_backend
 
 
 def test_every_pointer_resolves_to_real_source():
@@ -99,3 +103,20 @@ def test_every_backends_pitfall_titles_are_registry_entries():
             found.append(title)
     assert "Initializer" in found  # the scan sees the records
 
+
+
+def test_a_measurement_can_keep_its_accuracy_curve(fashion_mnist):
+    oracle = get_backend("numpy")  # the float64 NumPy backend: no framework needed
+    data = replace(fashion_mnist, train_images=fashion_mnist.train_images[:256], train_labels=fashion_mnist.train_labels[:256],
+                   test_images=fashion_mnist.test_images[:64], test_labels=fashion_mnist.test_labels[:64])
+    config = TrainConfig(epochs=2, variant="modern")
+
+    def run(function, lr: float):
+        model, recipe = oracle.build(config.variant), replace(config, lr=lr)
+        oracle.set_weights(model, init_weights(0))
+        return function(oracle.make_trainer(model, data, recipe), lambda x, y: oracle.evaluate(model, x, y), data, recipe)
+
+    final, curve = run(final_accuracy_and_curve, 0.1)
+    assert len(curve) == 2 and curve[-1] == final == run(final_accuracy, 0.1)
+    diverged, partial = run(final_accuracy_and_curve, 1e4)  # a step size that leaves the rails at once
+    assert diverged.startswith("diverged: epoch 1") and partial == []
