@@ -231,7 +231,7 @@ def network_html() -> str:
     columns = [(f"<b>{html.escape(name)}</b>", _code_html(pointers)) for name, pointers in NETWORK.items()]
     return (
         "<h2 id='network'>The network in each framework</h2><p>Each framework builds the same spec (common/spec.py) "
-        "from its own layer table: spec kind to layer.</p>" + _columns_html(columns)
+        "from its own layer table: spec kind to layer.</p>" + f"<div class='network'>{_columns_html(columns)}</div>"
     )
 
 

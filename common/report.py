@@ -273,7 +273,8 @@ pre{margin:0;padding:6px 8px;font-size:12px;line-height:1.35;white-space:pre-wra
 .where{color:#6a737d}.test{margin:0;padding:3px 8px;font-size:12px;border-top:1px solid #e3e3e3;overflow-wrap:anywhere}.test .file{color:#6a737d}
 .beside{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,2fr);gap:12px;margin-top:8px}
 .diff{background:#fff;border:1px solid #ddd}.del{color:#b31d28;background:#ffeef0}.ins{color:#22863a;background:#e6ffed}
-table.costs{font-size:12px;width:100%;margin:0}tr.no-effect td{color:#666}.cost-plot{display:block;margin-top:6px;max-width:460px}
+table.costs{font-size:12px;width:100%;margin:0}table.costs td:nth-child(n+4){overflow-wrap:normal}tr.no-effect td{color:#666}
+.network pre{max-height:none}.cost-plot{display:block;margin-top:6px;max-width:460px}
 """
 CELL_CLASSES = {"pass": "pass", "FAIL": "fail", MISSING: "missing"}
 
