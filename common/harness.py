@@ -429,8 +429,7 @@ def summarize(options: Options, results: dict[str, dict], probe_x, probe_y, out:
             pitfall_runs[name] = dict(status=result["status"], error=result.get("error"), seconds=result.get("seconds"))
             records += result.get("pitfalls", [])
         across = pitfalls.batch_order_spread(records)
-        # summary.json keeps the seven keys of every record; extras (curves, shape tables) served the measuring.
-        records = [{key: r[key] for key in pitfalls.RECORD_KEYS} for r in records] + ([across] if across else [])
+        records = [pitfalls.summary_record(r) for r in records] + ([across] if across else [])
     return dict(
         config=dict(options.config.to_dict(), seeds=options.seeds, train_subset=options.train_subset, test_subset=options.test_subset),
         environment=environment({name: by_seed[first] for name, by_seed in runs.items()}),

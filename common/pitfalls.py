@@ -4,7 +4,7 @@ Each backend's pitfalls.py makes the mistakes a user of its framework would make
 measures each against the correct run from the same start. This module holds what they share:
 the context they run in, the record every measurement produces, and small measuring helpers.
 The harness runs them with `compare.py --pitfalls` (worker phase "pitfalls") and the report's
-section "If you get it wrong" shows them beside the differences table.
+lesson ("The differences") shows them beside each difference's code (common/report.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import reference
+from common import differences, reference
 from common.data import FashionMNIST, load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
 from common.interface import TrainConfig
@@ -38,7 +38,7 @@ PITFALLS_API = ("measure", "REDUCTION_ENGINE", "MeanOfShardMeansTrainer", "NAIVE
 # The backends with a pitfalls.py: the numpy oracle has no framework to mishandle.
 FRAMEWORKS_WITH_PITFALLS = ("pytorch", "tensorflow", "jax", "mxnet")
 # One test guards the reduction in every framework: it runs each framework's engine both ways.
-REDUCTION_TEST = "tests/test_data_parallel.py::test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means"
+REDUCTION_TEST = differences.REDUCTION_TEST
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,31 @@ class PitfallContext:
 
 
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
+# Optional: "curves", series (name -> one number per epoch, or per step) that show the cost better than
+# two numbers do, e.g. {"correct": [...], "mistaken": [...]}, and "curve_label", what they measure.
+# The report draws them beside the numbers; summary.json keeps them.
+CURVE_KEYS = ("curves", "curve_label")
 
 
-def record(difference: str, mistake: str, framework: str, metric: str, correct, mistaken, test: str) -> dict:
-    """One row of "If you get it wrong": the mistake as one line of code, and its measured effect
-    beside the correct run's number. correct and mistaken are numbers, or text (an error raised)."""
-    return dict(zip(RECORD_KEYS, (difference, mistake, framework, metric, correct, mistaken, test)))
+def record(
+    difference: differences.Difference | str, mistake: str, framework: str, metric: str, correct, mistaken, test: str,
+    curves: dict[str, list[float]] | None = None, curve_label: str = "",
+) -> dict:
+    """One measured mistake: the mistake as one line of code, and its measured effect beside the
+    correct run's number. correct and mistaken are numbers, or text (an error raised).
+
+    difference is a registry entry (common/differences.py) or its title; a title the registry does
+    not know raises KeyError, so every record lands under a difference the report can teach.
+    """
+    row = dict(zip(RECORD_KEYS, (differences.entry(difference).title, mistake, framework, metric, correct, mistaken, test)))
+    if curves:
+        row.update(curves={name: [float(v) for v in values] for name, values in curves.items()}, curve_label=curve_label)
+    return row
+
+
+def summary_record(row: dict) -> dict:
+    """What summary.json keeps of a record: its seven keys and its curves; other extras served the measuring."""
+    return {key: row[key] for key in (*RECORD_KEYS, *CURVE_KEYS) if key in row}
 
 
 def guarded_by(framework: str, test_name: str) -> str:
@@ -120,10 +139,18 @@ def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray,
 def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
     """Train with the common loop and return the final test accuracy, or "diverged (...)" when the
     loss leaves the rails (a mistake's effect is then the divergence itself)."""
+    return final_accuracy_and_curve(trainer, evaluate, data, config)[0]
+
+
+def final_accuracy_and_curve(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> tuple[float | str, list[float]]:
+    """final_accuracy, and the test accuracy after each epoch that finished: a record's curve
+    (record(..., curves={"correct": ..., "mistaken": ...}, curve_label="test accuracy"))."""
+    curve: list[float] = []
     try:
-        return fit(trainer, evaluate, data, config)[-1]["test_accuracy"]
+        history = fit(trainer, evaluate, data, config, on_epoch=lambda epoch: curve.append(epoch["test_accuracy"]))
+        return history[-1]["test_accuracy"], curve
     except TrainingDiverged as err:
-        return f"diverged: {err}"
+        return f"diverged: {err}", curve
 
 
 def largest_gap(losses, reference_losses) -> float:
@@ -143,7 +170,8 @@ def batch_order_spread(records: list[dict]) -> dict | None:
     common order of the next seed. With the common order the frameworks agree to float32 noise;
     with their own shuffling they differ by as much as two seeds of one framework do.
     """
-    curves = {r["framework"]: r["curves"] for r in records if r["difference"] == "Batch order" and r.get("curves")}
+    title = differences.entry("Batch order").title
+    curves = {r["framework"]: r["curves"] for r in records if r["difference"] == title and r.get("curves")}
     if len(curves) < 2:
         return None
     epochs = min(len(c[kind]) for c in curves.values() for kind in ("common", "own", "other_seed"))
@@ -153,7 +181,7 @@ def batch_order_spread(records: list[dict]) -> dict | None:
 
     seed_to_seed = max(abs(c["common"][e] - c["other_seed"][e]) for c in curves.values() for e in range(epochs))
     return record(
-        "Batch order", "every framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon)",
+        title, "every framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon)",
         ", ".join(curves), f"largest per-epoch training-loss spread across frameworks (two seeds of one framework: {seed_to_seed:.3g})",
         largest_spread("common"), largest_spread("own"), "tests/test_training_loop.py::test_fit_follows_the_batch_order_and_records_every_key",
     )
@@ -197,7 +225,7 @@ def data_parallel_reduction(
     config = ctx.recipe(variant="classic", epochs=1, device="cpu")
     correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.first_steps)
     return record(
-        "Data-parallel reduction", mistake, backend.name,
+        differences.entry("Data-parallel reduction"), mistake, backend.name,
         f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "
         f"{ctx.first_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
         correct, mistaken, REDUCTION_TEST,

@@ -13,145 +13,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from common import spec
+from common import lesson, spec
 from common.files import atomic_write, write_text
 from common.parity import passed, replica_gaps
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Each framework difference the code handles, and where. One row per difference:
-# (difference, why it changes numbers, {framework: "file::function"}).
-DIFFERENCES = [
-    (
-        "Data layout",
-        "Keras and Flax convolve NHWC; the interface is canonical NCHW, so they transpose at the boundary.",
-        {
-            "pytorch": "frameworks/pytorch/model.py::data_format (NCHW: nothing to do)",
-            "tensorflow": "frameworks/tensorflow/model.py::to_nhwc",
-            "jax": "frameworks/jax/model.py::to_nhwc",
-            "mxnet": "frameworks/mxnet/model.py::data_format (NCHW: nothing to do)",
-        },
-    ),
-    (
-        "Kernel layout",
-        "Canonical OIHW conv kernels and (out, in) matrices become HWIO and (in, out) in Keras and Flax.",
-        {
-            "pytorch": "frameworks/pytorch/convert.py::set_weights (the canonical layout)",
-            "tensorflow": "common/weights.py::to_channels_last (oihw_to_hwio; dense kernels transposed)",
-            "jax": "common/weights.py::to_channels_last (shared with Keras)",
-            "mxnet": "frameworks/mxnet/convert.py::canonical_params (same layout, other names)",
-        },
-    ),
-    (
-        "Flatten order",
-        "NHWC frameworks flatten H,W,C; fc1's canonical columns are C,H,W, so they are permuted.",
-        {
-            "pytorch": "frameworks/pytorch/model.py::_LAYERS (nn.Flatten is C,H,W)",
-            "tensorflow": "common/weights.py::hwc_columns (through to_channels_last)",
-            "jax": "common/weights.py::hwc_columns (through to_channels_last)",
-            "mxnet": "frameworks/mxnet/model.py::_LAYERS (Dense flattens C,H,W itself: no Flatten layer)",
-        },
-    ),
-    (
-        "Padding",
-        "Keras and Flax spell padding 'same'/'valid'; 'same' equals padding 2 only for a 5x5 kernel at stride 1.",
-        {
-            "pytorch": "frameworks/pytorch/model.py::_LAYERS",
-            "tensorflow": "common/spec.py::padding_name",
-            "jax": "common/spec.py::padding_name (upper-cased)",
-            "mxnet": "frameworks/mxnet/model.py::_LAYERS",
-        },
-    ),
-    (
-        "Initializer",
-        "Defaults differ (PyTorch Kaiming-uniform, Keras Glorot-uniform, Flax LeCun-normal, Gluon Uniform(0.07)); "
-        "parity runs start from the canonical weights instead.",
-        {
-            "pytorch": "frameworks/pytorch/model.py::build",
-            "tensorflow": "frameworks/tensorflow/model.py::_INIT",
-            "jax": "frameworks/jax/model.py::XAVIER",
-            "mxnet": "frameworks/mxnet/model.py::GLOROT_UNIFORM",
-        },
-    ),
-    (
-        "Loss",
-        "Mean softmax cross-entropy on logits, spelled differently in each framework.",
-        {
-            "pytorch": "frameworks/pytorch/train.py::cross_entropy (F.cross_entropy)",
-            "tensorflow": "frameworks/tensorflow/train.py::cross_entropy (SparseCategoricalCrossentropy(from_logits=True))",
-            "jax": "frameworks/jax/train.py::cross_entropy (optax softmax_cross_entropy_with_integer_labels, mean)",
-            "mxnet": "frameworks/mxnet/train.py::per_example_cross_entropy (see Trainer.reduce)",
-        },
-    ),
-    (
-        "Optimizer defaults",
-        "Keras Adam's eps is 1e-7, the others' 1e-8, so every hyperparameter is passed from the config. Keras and MXNet "
-        "also add eps before Adam's bias correction, PyTorch and optax after: Adam runs agree closely, not exactly.",
-        {name: f"frameworks/{name}/train.py::make_optimizer" for name in ("pytorch", "tensorflow", "jax", "mxnet")},
-    ),
-    (
-        "Gluon step(batch_size)",
-        "gluon.Trainer.step(n) divides the gradient by n; with a per-example loss and n = the batch's length each update is "
-        "SGD on the mean loss, also on the last, partial batch.",
-        {"mxnet": "frameworks/mxnet/train.py::Trainer.reduce"},
-    ),
-    (
-        "Batch order",
-        "Each framework shuffles with its own generator (DataLoader, tf.data, jax.random, Gluon's DataLoader): the same "
-        "seed gives other batches, so curves differ as much as two seeds do. All frameworks follow one common order.",
-        {name: "common/data.py::batch_order" for name in ("pytorch", "tensorflow", "jax", "mxnet")},
-    ),
-    (
-        "Dropout at evaluation",
-        "Dropout must be off when evaluating, and each framework switches it differently: model.eval(), training=False, "
-        "deterministic=True, or Gluon's predict mode outside autograd.record().",
-        {
-            "pytorch": "frameworks/pytorch/train.py::_logits (model.eval())",
-            "tensorflow": "frameworks/tensorflow/train.py::_logits (training=False)",
-            "jax": "frameworks/jax/model.py::_LAYERS (nnx.Dropout(deterministic=True))",
-            "mxnet": "frameworks/mxnet/train.py::forward (predict mode)",
-        },
-    ),
-    (
-        "Float32 on GPUs (TF32)",
-        "On Ampere and newer GPUs, cuDNN and cuBLAS run float32 convolutions and matmuls in TF32 (10 mantissa bits, "
-        "about 1e-3 relative error) unless told not to; each framework is set to true float32, or parity at 1e-5 fails there.",
-        {
-            "pytorch": "frameworks/pytorch/model.py::torch.backends.cudnn.conv.fp32_precision",
-            "tensorflow": "frameworks/tensorflow/model.py::tf.config.experimental.enable_tensor_float_32_execution",
-            "jax": "frameworks/jax/model.py::PRECISION",
-            "mxnet": "frameworks/mxnet/__init__.py::NVIDIA_TF32_OVERRIDE",
-        },
-    ),
-    (
-        "Data-parallel reduction",
-        "A global batch split unevenly over N replicas (128 over 3) needs each replica's loss SUM over the global batch size: "
-        "averaging per-replica means weighs small shards' examples more. DDP averages gradients (so x N), tf.distribute and "
-        "kvstores sum them, JAX pads shards to equal size and masks the padding.",
-        {
-            "pytorch": "frameworks/pytorch/distributed.py::DataParallelTrainer.reduce",
-            "tensorflow": "frameworks/tensorflow/train.py::Trainer.reduce",
-            "jax": "frameworks/jax/train.py::mean_over_real_examples",
-            "mxnet": "frameworks/mxnet/train.py::Trainer.reduce",
-        },
-    ),
-    (
-        "Scaling by 255",
-        "TensorFlow's graph optimizer turns x / 255 into x * (1/255), one ulp off for half the pixel values; a lookup "
-        "table keeps inputs bit-identical to the other frameworks.",
-        {"tensorflow": "frameworks/tensorflow/train.py::PIXEL_VALUES"},
-    ),
-]
-
-
 MISSING = "missing"  # a cell the summary has no value for: a parity check carries the failure, the report shows the gap
 
 
 class Table(NamedTuple):
-    title: str
+    title: str  # a short heading
     header: list[str]
     rows: list[list[str]]
     css_class: str = ""  # HTML only: "dense" for tables of long text
+    note: str = ""  # the explanation, under the heading
 
 
 def _text(value, fmt: str = "") -> str:
@@ -189,7 +64,10 @@ def _layer_table(summary: dict) -> Table:
     spec_names = {layer.name for layer in expected}
     extra = dict.fromkeys(layer for n in names for layer in by_name[n] if layer not in spec_names)
     rows += [[str(layer), "not in the spec", "-", *(_layer_cell(by_name[n].get(layer)) for n in names)] for layer in extra]
-    return Table("Layer shapes (spec, then each framework's layer and native shape)", ["layer", "spec C,H,W", "spec params", *names], rows)
+    return Table(
+        "Layer shapes", ["layer", "spec C,H,W", "spec params", *names], rows,
+        note="The spec's output shape and parameter count per layer, then each framework's layer and its native shape.",
+    )
 
 
 def _speed_table(summary: dict) -> Table | None:
@@ -244,9 +122,10 @@ def _cross_eval_table(summary: dict) -> Table | None:
         return None
     sources = list(dict.fromkeys(source for row in matrix.values() for source in row))
     return Table(
-        "Cross-evaluation: test accuracy of each framework's trained weights (columns) run in each framework (rows)",
+        "Cross-evaluation",
         ["evaluated in", *sources],
         [[evaluator, *(_text(row.get(s), ".4f") for s in sources)] for evaluator, row in matrix.items()],
+        note="Test accuracy of each framework's trained weights (columns), run in each framework (rows).",
     )
 
 
@@ -256,43 +135,6 @@ def _seed_table(summary: dict) -> Table | None:
         return None
     rows = [[n, _text(s.get("mean"), ".4f"), _text(s.get("sd"), ".4f"), _text(s.get("n"))] for n, s in stats.items()]
     return Table("Final test accuracy over seeds", ["framework", "mean", "sd", "seeds"], rows)
-
-
-def _measured(value) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"  # counts: parameters, features
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value).splitlines()[0][:160]
-
-
-def _costs_table(summary: dict) -> Table:
-    """"If you get it wrong": each difference, why it changes numbers, where the code handles it, and,
-    with --pitfalls, what the mistake costs, measured for real beside the correct run, and the test that guards it."""
-    records = summary.get("pitfalls") or []
-    measured = bool(records)
-    rows = []
-    for title, why, where in DIFFERENCES:
-        shown = [r for r in records if r["difference"] == title]
-        for name, location in where.items():
-            mine = [r for r in shown if r["framework"] == name] or [None]
-            for found in mine:
-                cost = (
-                    f"{found['metric']}: {_measured(found['correct'])} correct, {_measured(found['mistaken'])} mistaken"
-                    if found else ("not measured in this framework" if measured else "run compare.py --pitfalls")
-                )
-                rows.append([title, why, name, location, found["mistake"] if found else "-", cost, found["test"] if found else "-"])
-                title, why = "", ""  # said once per difference
-        for found in (r for r in shown if r["framework"] not in where):  # rows across frameworks (batch order)
-            cost = f"{found['metric']}: {_measured(found['correct'])} correct, {_measured(found['mistaken'])} mistaken"
-            rows.append(["", "", found["framework"], "-", found["mistake"], cost, found["test"]])
-    return Table(
-        "If you get it wrong: each framework difference, where the code handles it, and what mishandling it costs",
-        ["difference", "why it changes numbers", "framework", "where it is handled", "the mistake", "what it costs (measured)", "test"],
-        rows, "dense",
-    )
 
 
 # The report's sections in order. A new section is one function (summary -> Table, or None when the
@@ -319,12 +161,13 @@ def _data_parallel_table(summary: dict) -> Table | None:
                 _text(entry.get("images_per_second"), ",.0f"),
             ])
     return Table(
-        "Data parallel: N replicas against 1 (the same start, the same batches, each global batch split over the replicas). "
-        "Throughput is measured as it is: N replicas sharing one machine's cores get fewer threads each and add an "
-        "all-reduce per step, so without a device per replica it stays flat or falls with N.",
+        "Data parallel",
         ["framework", "replicas", "engine", "max step-loss gap", "max epoch-loss gap", "final accuracy gap",
          "max weight difference between replicas", "training images/s"],
         rows, "dense",
+        note="N replicas against 1: the same start, the same batches, each global batch split over the replicas. "
+        "Throughput is measured as it is: replicas sharing one machine's cores get fewer threads each and add an "
+        "all-reduce per step, so without a device per replica it stays flat or falls with N.",
     )
 
 
@@ -363,7 +206,6 @@ def _onnx_table(summary: dict) -> Table | None:
 SECTIONS = [
     _frameworks_table, _layer_table, _speed_table, speed_defaults_table, _parity_table, _cross_eval_table, _onnx_table, _seed_table,
     _data_parallel_table,
-    _costs_table,
 ]
 
 
@@ -466,36 +308,34 @@ def markdown(summary: dict) -> str:
         "![curves](curves.png)",
     ]
     for table in tables(summary):
-        lines += ["", f"## {table.title}", "", "| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+        lines += ["", f"## {table.title}", *(["", table.note] if table.note else [])]
+        lines += ["", "| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+    lines += ["", *lesson.differences_markdown(summary)]
     return "\n".join(lines) + "\n"
 
 
-def _model_tabs(names: list[str]) -> str:
-    """The four model definitions side by side, as d2l's framework tabs show them (CSS only)."""
-    radios, panels = [], []
-    for i, name in enumerate(names):
-        source = REPO / "frameworks" / name / "model.py"
-        code = source.read_text() if source.exists() else "(not available)"
-        checked = " checked" if i == 0 else ""
-        radios.append(f'<input type="radio" name="tabs" id="tab-{name}"{checked}><label for="tab-{name}">{html.escape(name)}</label>')
-        panels.append(f'<pre class="panel" id="panel-{name}"><code>{html.escape(code)}</code></pre>')
-    rules = " ".join(f"#tab-{n}:checked ~ .panels #panel-{n} {{display:block}}" for n in names)
-    return f'<div class="tabs">{"".join(radios)}<div class="panels">{"".join(panels)}</div></div><style>{rules}</style>'
-
-
 # The page fits a 1366 px laptop screen: cells may break anywhere (file::function paths have no spaces),
-# tables never grow past the page, and code panels scroll inside their own box. Headers and the names
-# in the differences table's first column break only between words: squeezed, they broke mid-word.
+# tables never grow past the page, and code wraps inside its column instead of scrolling sideways.
+# Headers break only between words: squeezed, they broke mid-word.
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px;max-width:100%;table-layout:auto}
+body{font-family:system-ui,sans-serif;max-width:1300px;margin:1.5em auto;padding:0 1em;color:#222}
+h2{margin:1.4em 0 .3em}h3{margin:0 0 .3em}h4{margin:.2em 0;font-size:14px}p{margin:.3em 0 .6em}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:14px;max-width:100%;table-layout:auto}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th,table.dense td:first-child{overflow-wrap:normal}table.dense{font-size:12px;width:100%}table.dense td{padding:3px 5px}
-th{background:#f3f3f3}.pass{color:#17803d}.fail{color:#c62828;font-weight:bold}.missing{color:#c62828}img{max-width:100%;height:auto}
-.tabs input{display:none}.tabs label{display:inline-block;padding:6px 14px;border:1px solid #ccc;border-bottom:none;cursor:pointer;background:#f3f3f3}
-.tabs input:checked+label{background:#fff;font-weight:bold}
-.panel{display:none;border:1px solid #ccc;padding:1em;overflow:auto;max-width:100%;max-height:80vh;box-sizing:border-box;font-size:13px;margin:0}
+th{overflow-wrap:normal;background:#f3f3f3}table.dense{font-size:12px;width:100%}table.dense td{padding:3px 5px}
+.pass{color:#17803d}.fail{color:#c62828;font-weight:bold}.missing{color:#c62828}img{max-width:100%;height:auto}
+nav{font-size:13px;margin:.4em 0 1em}.measured{font-weight:600}
+.difference{border-top:2px solid #ddd;padding:.8em 0 .4em}
+.columns{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,560px),1fr));gap:10px}
+figure{margin:0;min-width:0;border:1px solid #ddd;border-radius:4px;background:#fafafa}
+figcaption{padding:3px 8px;background:#eef2f7;font-size:13px}
+pre{margin:0;padding:6px 8px;font-size:12px;line-height:1.35;white-space:pre-wrap;overflow-wrap:anywhere;max-height:30em;overflow:auto}
+.where{color:#6a737d}.test{margin:0;padding:3px 8px;font-size:12px;border-top:1px solid #e3e3e3;overflow-wrap:anywhere}.test .file{color:#6a737d}
+.beside{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,2fr);gap:12px;margin-top:8px}
+.diff{background:#fff;border:1px solid #ddd}.del{color:#b31d28;background:#ffeef0}.ins{color:#22863a;background:#e6ffed}
+table.costs{font-size:12px;width:100%;margin:0}table.costs td:nth-child(n+4){overflow-wrap:normal}tr.no-effect td{color:#666}
+.network pre{max-height:none}.cost-plot{display:block;margin-top:6px;max-width:460px}
 """
 CELL_CLASSES = {"pass": "pass", "FAIL": "fail", MISSING: "missing"}
 
@@ -511,14 +351,15 @@ def html_page(summary: dict, png: bytes) -> str:
     ]
     for table in tables(summary):
         css = f" class='{table.css_class}'" if table.css_class else ""
-        parts.append(f"<h2>{html.escape(table.title)}</h2><table{css}><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in table.header)}</tr>")
+        note = f"<p>{html.escape(table.note)}</p>" if table.note else ""
+        parts.append(f"<h2>{html.escape(table.title)}</h2>{note}<table{css}><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in table.header)}</tr>")
         for row in table.rows:
             cells = "".join(
                 f"<td class='{CELL_CLASSES[cell]}'>{cell}</td>" if cell in CELL_CLASSES else f"<td>{html.escape(cell)}</td>" for cell in row
             )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
-    parts.append("<h2>The four model definitions</h2>" + _model_tabs(list(summary["frameworks"])))
+    parts += [lesson.differences_html(summary), lesson.network_html()]
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -10,7 +10,6 @@ import importlib.util
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from common.files import FolderBusy, folder_lock  # noqa: E402
 from common.harness import Display, Options, core_sets, interpreter, lanes_for, run_comparison  # noqa: E402
 from common.interface import TrainConfig  # noqa: E402
 from common.parity import passed  # noqa: E402
-from common.report import DIFFERENCES, REPO  # noqa: E402
+from common.report import REPO  # noqa: E402
 from common.weights import load_weights  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist")  # the harness runs on real-data subsets; skips without them
@@ -223,18 +222,6 @@ def test_defaults_are_the_d2l_recipe():
     assert args.frameworks == ["pytorch", "tensorflow", "jax", "mxnet"] and args.replicas == []
     quick = compare.parse_args(["--quick", "--epochs", "3"])
     assert quick.epochs == 3 and quick.train_subset == compare.QUICK["train_subset"]
-
-
-def test_every_difference_points_at_real_code():
-    for title, _, where in DIFFERENCES:
-        for location in where.values():
-            path, _, symbol = location.partition("::")
-            source = (REPO / path).read_text()
-            for name in re.findall(r"^[\w.]+(?:, \w+)*", symbol.strip())[0].split(", "):
-                defined = name.split(".")[-1]
-                # defined (def, class, assignment), set as an attribute or a call, or named as an environment variable
-                pattern = rf"^\s*(def |class )?[\w.]*\b{defined}\b|\"{defined}\""
-                assert re.search(pattern, source, re.M), f"{title}: {location} not found"
 
 
 def test_the_declared_pitfalls_frameworks_are_those_with_a_pitfalls_module():

@@ -14,26 +14,27 @@ import numpy as np
 import pytest
 
 from common import reference, spec
+from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, STEP_LOSS_TOL
 from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
-from tests.conftest import random_batch, random_weights
+from tests.conftest import ADAM_EPS_CONFIG, assert_adam_matches_the_oracle, eps_sized_gradients, random_batch, random_weights
 
 try:
     backend = get_backend("jax")
 except BackendUnavailable as err:  # in the jax env conftest makes this an error at session start instead
     pytest.skip(f"jax not installed in this env: {err.__cause__}", allow_module_level=True)
 
-from frameworks.jax import pitfalls  # noqa: E402  (only once jax imports)
+import jax.numpy as jnp  # noqa: E402  (only once jax imports)
+from flax import nnx  # noqa: E402
+
+from frameworks.jax import pitfalls  # noqa: E402
 
 THIS_FILE = "tests/test_pitfalls_jax.py"
-DIFFERENCES = (
-    "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order",
-    "Dropout at evaluation", "Float32 on GPUs (TF32)", "Gluon step(batch_size)", "Data-parallel reduction",
-)
+DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
 ORACLE_STEPS = 2  # the first loss comes before any update, the second after one
 SGD = TrainConfig(epochs=1, batch_size=32)  # small batches keep the float64 oracle quick
@@ -175,3 +176,18 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
     assert set(next(r for r in records if r["difference"] == "Batch order")["curves"]) == {"common", "own", "other_seed"}
     reduction = next(r for r in records if r["difference"] == "Data-parallel reduction")
     assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
+
+
+def test_adam_eps_is_added_after_the_bias_correction():
+    """Optimizer defaults: make_optimizer's optax Adam takes every hyperparameter from the config and adds eps
+    to sqrt(v_hat) (eps_root=0), as the float64 oracle does; another eps, or eps inside the square root, fails here."""
+    gradients = eps_sized_gradients()
+    holder = nnx.Module()
+    holder.w = nnx.Param(jnp.zeros(len(gradients[0])))
+    optimizer = backend.make_optimizer(holder, ADAM_EPS_CONFIG)
+    path = []
+    for g in gradients:
+        gradient = jnp.asarray(g, jnp.float32)
+        optimizer.update(holder, nnx.grad(lambda module, gradient=gradient: jnp.sum(module.w[...] * gradient))(holder))  # d/dw = g
+        path.append(np.asarray(holder.w[...]))
+    assert_adam_matches_the_oracle(np.array(path), gradients)

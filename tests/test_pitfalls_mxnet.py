@@ -14,6 +14,7 @@ import pytest
 
 from common import reference, spec
 from common.data import FashionMNIST, scale_images
+from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
 from common.pitfalls import REDUCTION_TEST, largest_gap, max_abs_error_vs_oracle
@@ -34,10 +35,7 @@ from frameworks.mxnet import pitfalls  # noqa: E402
 from frameworks.numpy.train import Adam as PyTorchStyleAdam  # noqa: E402
 
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
-DIFFERENCES = {
-    "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order",
-    "Dropout at evaluation", "Float32 on GPUs (TF32)", "Gluon step(batch_size)", "Data-parallel reduction",
-}
+DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
 # The largest |w| of a uniform draw lies just under the bound it is drawn within: for conv1's 150
 # weights (the fewest of any kernel) the chance of missing the last 5% is 0.95^150, under 1e-3.
 UNIFORM_BOUND_TOLERANCE = 0.05

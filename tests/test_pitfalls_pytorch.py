@@ -15,13 +15,14 @@ import pytest
 
 from common import reference, spec
 from common.data import FashionMNIST, batch_order, scale_images
+from common.differences import BY_TITLE
 from common.interface import TrainConfig
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL, relative_error
 from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
-from tests.conftest import random_batch, random_weights
+from tests.conftest import ADAM_EPS_CONFIG, assert_adam_matches_the_oracle, eps_sized_gradients, random_batch, random_weights
 
 try:
     backend = get_backend("pytorch")
@@ -33,10 +34,7 @@ import torch  # noqa: E402  (only once pytorch imports)
 from frameworks.pytorch import pitfalls  # noqa: E402
 from frameworks.pytorch.convert import canonical_params  # noqa: E402
 
-DIFFERENCES = (
-    "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order",
-    "Dropout at evaluation", "Float32 on GPUs (TF32)", "Gluon step(batch_size)", "Data-parallel reduction",
-)
+DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
 SGD = TrainConfig(epochs=1)  # the d2l recipe: classic, plain SGD, lr 0.1, batch 128, seed 0
 ORACLE_STEPS = 2  # the first step shows which batch came first, the second also the first update
@@ -237,3 +235,18 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
     assert dropout["correct"] == 0.0 < dropout["mistaken"]
     reduction = next(entry for entry in records if entry["difference"] == "Data-parallel reduction")
     assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
+
+
+def test_adam_eps_is_added_after_the_bias_correction():
+    """Optimizer defaults: make_optimizer's Adam takes every hyperparameter from the config and adds eps to
+    sqrt(v_hat), as the float64 oracle does; another eps, or eps inside the square root, fails here."""
+    gradients = eps_sized_gradients()
+    holder = torch.nn.Module()
+    holder.w = torch.nn.Parameter(torch.zeros(len(gradients[0])))
+    optimizer = backend.make_optimizer(holder, ADAM_EPS_CONFIG)
+    path = []
+    for g in gradients:
+        holder.w.grad = torch.from_numpy(g.astype(np.float32))
+        optimizer.step()
+        path.append(holder.w.detach().numpy().copy())
+    assert_adam_matches_the_oracle(np.array(path), gradients)

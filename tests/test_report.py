@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -12,6 +13,9 @@ import pytest
 pytest.importorskip("matplotlib", reason="the report needs matplotlib: run in the parity or compare tox env")
 
 from common import spec  # noqa: E402
+from common.differences import DIFFERENCES, NETWORK, code  # noqa: E402
+from common.differences import entry as registry_entry  # noqa: E402
+from common.lesson import MEASURE_COMMAND  # noqa: E402
 from common.parity import check  # noqa: E402
 from common.report import DEVIATION_FLOOR, MISSING, curves_figure, html_page, markdown, plot_curves, tables  # noqa: E402
 
@@ -171,11 +175,97 @@ def test_frameworks_without_step_losses_are_left_out_of_the_step_panel():
     assert "fewer than two frameworks recorded" in step_axis.texts[0].get_text()
 
 
-# Appended to a copy of the page: once laid out, it writes the page's width and the window's into the DOM.
+def pitfall_record(title: str, correct, mistaken, metric="final test accuracy (10 epochs)", framework="pytorch", **extra) -> dict:
+    return dict(difference=title, mistake="model = LeNet()", framework=framework, metric=metric, correct=correct, mistaken=mistaken,
+                test=registry_entry(title).tests[0], **extra)
+
+
+def with_pitfalls(summary: dict, records: list[dict]) -> dict:
+    return dict(summary, pitfalls=records, pitfall_runs={name: dict(status="ok") for name in summary["frameworks"]})
+
+
+def quick(summary: dict) -> dict:
+    return dict(summary, config=dict(summary["config"], epochs=2, train_subset=6000, test_subset=2000))
+
+
+def headings(page: str) -> list[str]:
+    return [re.sub("<[^>]+>", "", text) for text in re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", page)]
+
+
+def test_without_pitfalls_the_lesson_shows_code_and_tests_and_one_line_on_measuring():
+    page = html_page(make_summary(), b"")
+    assert page.count(MEASURE_COMMAND) == 1 and "<td>-</td>" not in page
+    for difference in DIFFERENCES:
+        assert f"<h3>{difference.title}</h3>".replace("&", "&amp;") in page
+        for handling in difference.handled.values():
+            for pointer in handling.code:
+                assert html.escape(code(pointer)) in page, pointer  # the code itself, read from the source
+            for test in handling.tests:
+                assert f"title='{html.escape(test)}'" in page, test
+    text = markdown(make_summary())
+    assert "### Loss" in text and "```diff" in text and text.count(MEASURE_COMMAND) == 1
+
+
+def test_the_network_is_each_frameworks_layer_table_and_build_not_the_whole_file():
+    page = html_page(make_summary(), b"")
+    network = page[page.index("id='network'"):]
+    for name, pointers in NETWORK.items():
+        assert f"<b>{name}</b>" in network and all(html.escape(code(p)) in network for p in pointers)
+    assert "def resolve_device" not in network and "import torch" not in network
+
+
+def test_headings_are_short_and_explanations_sit_under_them():
+    summary = with_pitfalls(make_summary(), [pitfall_record("Initializer", 0.7298, 0.1)])
+    summary["data_parallel"] = {"pytorch": {"2": dict(status="failed", error="boom")}}
+    page = html_page(summary, b"")
+    assert all(len(heading) <= 40 for heading in headings(page)), [h for h in headings(page) if len(h) > 40]
+    assert "<h2>Data parallel</h2><p>N replicas against 1" in page
+
+
+def test_a_measured_cost_sits_beside_its_difference():
+    record = pitfall_record("Loss", 0.7801, "diverged: epoch 1: training loss is nan", metric="final test accuracy, or the divergence")
+    page = html_page(with_pitfalls(make_summary(), [record]), b"")
+    loss = page[page.index("<h3>Loss</h3>"):page.index("<h3>Optimizer defaults</h3>")]
+    assert "<td>0.7801</td><td>diverged: epoch 1: training loss is nan</td>" in loss and "model = LeNet()" in loss
+    assert MEASURE_COMMAND not in page  # measured: no line on how to measure
+    assert "| pytorch | `model = LeNet()` | final test accuracy, or the divergence | 0.7801 |" in markdown(with_pitfalls(make_summary(), [record]))
+
+
+def test_a_short_run_that_cannot_show_the_cost_says_so_and_names_the_run_that_does():
+    at_chance = pitfall_record("Initializer", 0.1015, 0.1015)
+    shown = pitfall_record("Kernel layout", 0.0, 2.5, metric="forward max abs error vs oracle")
+    short_page = html_page(quick(with_pitfalls(make_summary(), [at_chance, shown])), b"")
+    note = f"This short run cannot show the cost: both runs are still at chance. The full recipe shows it: {MEASURE_COMMAND}"
+    assert short_page.count(note) == 1  # the forward error needs no training: it shows in the short run too
+    full = with_pitfalls(make_summary(), [pitfall_record("Initializer", 0.7298, 0.7298)])
+    full_page = html_page(dict(full, config=dict(full["config"], epochs=10)), b"")
+    assert "No cost in this run: both runs give the same number." in full_page
+
+
+def test_a_records_curves_are_drawn_beside_its_numbers():
+    curved = pitfall_record("Initializer", 0.7298, 0.1, curves={"correct": [0.3, 0.6, 0.7298], "mistaken": [0.1, 0.1, 0.1]},
+                            curve_label="test accuracy")
+    flat = pitfall_record("Batch order", 0.6, 0.55, curves={"common": [0.9], "own": [0.95]})  # one point: nothing to draw
+    page = html_page(with_pitfalls(make_summary(), [curved, flat]), b"")
+    assert page.count("class='cost-plot'") == 1
+    initializer = page[page.index("<h3>Initializer</h3>"):page.index("<h3>Loss</h3>")]
+    assert "class='cost-plot'" in initializer
+
+
+def test_records_under_a_title_the_registry_lacks_are_flagged():
+    stray = dict(pitfall_record("Loss", 0.7, 0.1), difference="Loss function")
+    page = html_page(with_pitfalls(make_summary(), [stray]), b"")
+    assert "Measured under titles the registry lacks" in page and "Add them to common/differences.py" in page
+
+
+# Appended to a copy of the page: once laid out, it writes into the DOM the page's width, the window's,
+# the page's height, and how many code blocks and tables scroll sideways inside their own box.
 WIDTH_PROBE = """<script>addEventListener('load', () => {
   const probe = document.createElement('div');
+  const root = document.documentElement;
+  const sideways = [...document.querySelectorAll('pre, table')].filter(e => e.scrollWidth > e.clientWidth + 1).length;
   probe.id = 'width-check';
-  probe.textContent = `${document.documentElement.scrollWidth} ${document.documentElement.clientWidth} ${window.innerWidth}`;
+  probe.textContent = `${root.scrollWidth} ${root.clientWidth} ${window.innerWidth} ${root.scrollHeight} ${sideways}`;
   document.body.append(probe);
 });</script>"""
 
@@ -183,19 +273,28 @@ WIDTH_PROBE = """<script>addEventListener('load', () => {
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_page_fits_a_1366_px_laptop_screen(tmp_path):
-    summary = make_summary(names=[*FRAMEWORKS, "numpy"])  # five columns in the differences table: the widest page
+    summary = make_summary(names=[*FRAMEWORKS, "numpy"])  # five framework columns in the tables: the widest page
+    long_error = "diverged: epoch 1: training loss is nan; lower the learning rate (now 0.1) " * 3
+    summary = with_pitfalls(summary, [
+        pitfall_record(difference.title, 0.7298, long_error, metric="final test accuracy, or the divergence " * 2, framework=name,
+                       curves={"correct": [0.3, 0.6, 0.7298], "mistaken": [0.1, 0.1, 0.1]})
+        for difference in DIFFERENCES for name in difference.handled
+    ])
     page = html_page(summary, plot_curves(summary, tmp_path / "curves.png").read_bytes())
     (tmp_path / "report.html").write_text(page)
     (tmp_path / "probe.html").write_text(page.replace("</body>", WIDTH_PROBE + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1366,3000"]
+             "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
-        ["chromium", *flags, "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
+        ["chromium", *flags, "--window-size=1366,3000", "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
-    scroll_width, client_width, window_width = map(int, re.search(r'id="width-check">(\d+) (\d+) (\d+)<', dom).groups())
+    found = re.search(r'id="width-check">(\d+) (\d+) (\d+) (\d+) (\d+)<', dom)
+    scroll_width, client_width, window_width, height, sideways = map(int, found.groups())
     assert window_width == 1366
     assert scroll_width <= client_width, f"the page is {scroll_width} px wide in a {client_width} px window: it scrolls sideways"
-    shot = tmp_path / "report.png"
-    subprocess.run(["chromium", *flags, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert sideways == 0, f"{sideways} code blocks or tables scroll sideways inside their box"
+    shot = tmp_path / "report.png"  # the whole page, 1366 px wide
+    subprocess.run(["chromium", *flags, f"--window-size=1366,{height}", f"--screenshot={shot}", (tmp_path / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
