@@ -139,7 +139,7 @@ DIFFERENCES: tuple[Difference, ...] = (
                 _own_tests("pytorch", "test_loss_takes_logits_not_probabilities", "test_loss_is_the_batch_mean_not_the_sum"),
             ),
             "tensorflow": Handling(
-                _in("tensorflow", "train.py", "_SPARSE_CROSS_ENTROPY", "cross_entropy"), _own_tests("tensorflow", "test_loss_needs_from_logits"),
+                _in("tensorflow", "train.py", "_SUMMED_SPARSE_CROSS_ENTROPY", "cross_entropy"), _own_tests("tensorflow", "test_loss_needs_from_logits"),
             ),
             "jax": Handling(_in("jax", "train.py", "cross_entropy"), _own_tests("jax", "test_loss_is_the_batch_mean")),
             "mxnet": Handling(
@@ -164,7 +164,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "Gluon step(batch_size)",
         "gluon.Trainer.step(n) divides the gradient by n; with per-example losses and n = the batch's length each update "
         "is SGD on the mean loss, the last, partial batch included.",
-        {"mxnet": Handling(_in("mxnet", "train.py", "Trainer.step"), _own_tests("mxnet", "test_step_divides_the_gradient_by_the_batch_length"))},
+        {"mxnet": Handling(_in("mxnet", "train.py", "Trainer.reduce"), _own_tests("mxnet", "test_step_divides_the_gradient_by_the_batch_length"))},
         "trainer.step(len(batch_indices))", "trainer.step(1)",
     ),
     Difference(
@@ -214,10 +214,10 @@ DIFFERENCES: tuple[Difference, ...] = (
         "A global batch split unevenly over N replicas (128 over 3: 43, 43, 42) needs each replica's loss SUM over the "
         "global batch size: the mean of the shards' means weighs a small shard's examples more.",
         {
-            "pytorch": Handling(_in("pytorch", "distributed.py", "DataParallelTrainer.step"), (REDUCTION_TEST,)),
-            "tensorflow": Handling(_in("tensorflow", "distributed.py", "DataParallelTrainer._replica_step"), (REDUCTION_TEST,)),
-            "jax": Handling(_in("jax", "distributed.py", "_global_mean_loss"), (REDUCTION_TEST,)),
-            "mxnet": Handling(_in("mxnet", "distributed.py", "DataParallelTrainer.step"), (REDUCTION_TEST,)),
+            "pytorch": Handling(_in("pytorch", "distributed.py", "DataParallelTrainer.reduce"), (REDUCTION_TEST,)),
+            "tensorflow": Handling(_in("tensorflow", "train.py", "Trainer.reduce"), (REDUCTION_TEST,)),
+            "jax": Handling(_in("jax", "train.py", "mean_over_real_examples"), (REDUCTION_TEST,)),
+            "mxnet": Handling(_in("mxnet", "train.py", "Trainer.reduce"), (REDUCTION_TEST,)),
         },
         "loss = per_example_loss.sum() / global_batch_size", "loss = per_example_loss.mean()  # this shard's mean",
     ),

@@ -312,7 +312,7 @@ def with_pitfalls(frameworks: list[str]) -> list[str]:
 
 def with_exporter(frameworks: list[str]) -> list[str]:
     """The frameworks with an ONNX exporter (frameworks/<name>/export.py; the numpy oracle has none)."""
-    return [name for name in frameworks if (REPO / "frameworks" / name / "export.py").exists()]
+    return [name for name in frameworks if name in onnx_judge.FRAMEWORKS_WITH_EXPORTER]
 
 
 def run_all_phases(options: Options, comparison: Comparison, probe_path: str) -> None:

@@ -27,6 +27,10 @@ from common.parity import CROSS_EVAL_TOL, FORWARD_TOL, check
 # (measured; README, "ONNX"). MXNet's exporter takes no opset (frameworks/mxnet/export.py).
 EXPORT_OPSET = 18
 RUNTIME = "onnxruntime"  # the cross-evaluation matrix's row for the exported files
+# frameworks/<name>/export.py's contract, checked by frameworks.get_part, and the frameworks that have
+# one (the numpy oracle has no exporter): the harness needs no framework import to know which.
+EXPORT_API = ("export_onnx",)
+FRAMEWORKS_WITH_EXPORTER = ("pytorch", "tensorflow", "jax", "mxnet")
 BATCH = 2000  # test images per onnxruntime call
 
 

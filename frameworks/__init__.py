@@ -11,6 +11,7 @@ from types import ModuleType
 
 from common.data_parallel import DISTRIBUTED_API
 from common.interface import missing_names
+from common.onnx_judge import EXPORT_API
 from common.pitfalls import PITFALLS_API
 
 BACKENDS = ("pytorch", "tensorflow", "jax", "mxnet")  # the four frameworks: a comparison's default
@@ -40,12 +41,13 @@ def get_backend(name: str) -> ModuleType:
 
 
 # A backend's optional parts and their contracts: frameworks/<name>/distributed.py (its data-parallel
-# engines) and pitfalls.py (the mistakes a user of its framework makes, measured).
-PART_CONTRACTS = {"distributed": DISTRIBUTED_API, "pitfalls": PITFALLS_API}
+# engines), pitfalls.py (the mistakes a user of its framework makes, measured) and export.py (its
+# own ONNX exporter).
+PART_CONTRACTS = {"distributed": DISTRIBUTED_API, "pitfalls": PITFALLS_API, "export": EXPORT_API}
 
 
 def get_part(name: str, part: str) -> ModuleType:
-    """Import frameworks.<name>.<part> ("distributed" or "pitfalls") and check it provides its contract."""
+    """Import frameworks.<name>.<part> ("distributed", "pitfalls" or "export") and check it provides its contract."""
     if part not in PART_CONTRACTS:
         raise ValueError(f"unknown backend part {part!r}; choose from {', '.join(PART_CONTRACTS)}")
     get_backend(name)

@@ -28,6 +28,7 @@ from common import cpu, protocol, runtime
 from common.data import load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
 from common.files import atomic_write, write_json
+from common.onnx_judge import FRAMEWORKS_WITH_EXPORTER
 from common.pitfalls import PitfallContext
 from common.protocol import Job
 from common.training import step_losses
@@ -106,11 +107,11 @@ def export_onnx(backend, model, path: str) -> dict | None:
     process, where the framework is loaded already. A failure is recorded, never fatal: the run's training
     stands, and the harness's judge (common/onnx_judge.py) reports the export as failed, saying why.
     None for a backend without an exporter (the numpy oracle)."""
-    if not (Path(__file__).parent / backend.name / "export.py").exists():
+    if backend.name not in FRAMEWORKS_WITH_EXPORTER:
         return None
     start = time.perf_counter()
     try:
-        exporter = importlib.import_module(f"frameworks.{backend.name}.export")
+        exporter = get_part(backend.name, "export")
         path = Path(path)
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:  # the exporters write in place: rename when whole
             written = Path(folder) / path.name

@@ -47,8 +47,8 @@ def test_code_reads_definitions_with_their_comments_and_dict_entries():
     assert pixel_table.startswith("# Pixel value") and pixel_table.rstrip().endswith("np.float32(255)")
     dropout = code('frameworks/jax/model.py::_LAYERS["dropout"]')
     assert dropout.splitlines()[-1].startswith('"dropout": lambda') and "deterministic=True" in dropout
-    step = code("frameworks/mxnet/train.py::Trainer.step")
-    assert step.startswith("def step(") and "self.optimizer.step(len(batch_indices))" in step  # dedented method
+    reduce = code("frameworks/mxnet/train.py::Trainer.reduce")
+    assert reduce.startswith("def reduce(") and "global_batch_size" in reduce  # dedented method
     assert code("frameworks/tensorflow/model.py::tf.config.experimental.enable_tensor_float_32_execution").endswith("(False)")
 
 

@@ -230,3 +230,9 @@ def test_the_declared_pitfalls_frameworks_are_those_with_a_pitfalls_module():
     from common.pitfalls import FRAMEWORKS_WITH_PITFALLS
 
     assert set(FRAMEWORKS_WITH_PITFALLS) == {path.parent.name for path in (REPO / "frameworks").glob("*/pitfalls.py")}
+
+
+def test_the_declared_exporter_frameworks_are_those_with_an_export_module():
+    from common.onnx_judge import FRAMEWORKS_WITH_EXPORTER
+
+    assert set(FRAMEWORKS_WITH_EXPORTER) == {path.parent.name for path in (REPO / "frameworks").glob("*/export.py")}
