@@ -283,12 +283,15 @@ def end_process_groups(processes: Sequence[subprocess.Popen]) -> None:
 
 class Launch(NamedTuple):
     """How an engine starts a job's replicas on this machine: one command per process, its name
-    (for the logs and errors), one device per replica, and the processes' environment."""
+    (for the logs and errors), one device per replica, and the processes' environment. processes:
+    how many processes train, where a command is a launcher that starts them (torchrun); by
+    default one per command."""
 
     commands: list[list[str]]
     names: list[str]
     devices: list[str]
     env: dict[str, str]
+    processes: int | None = None
 
 
 def launcher(engines: dict[str, str], plan: Callable[[ReplicaJob, Path], Launch], cpu_only: bool = False) -> Callable[[ReplicaJob], dict]:
@@ -301,12 +304,13 @@ def launcher(engines: dict[str, str], plan: Callable[[ReplicaJob, Path], Launch]
         check_engine(job, engines, cpu_only)
         out = Path(job.out)
         job_path = job.save(out / "replica-job.json")
-        commands, names, devices, env = plan(job, job_path)
+        commands, names, devices, env, processes = plan(job, job_path)
         # The replicas import common and frameworks from this checkout, wherever they start.
         env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
         start = time.perf_counter()
         run_processes(commands, env, out / "logs", job.timeout, names, heartbeats=out)
-        return collect(job, engines[job.engine], processes=len(commands), devices=devices, seconds=time.perf_counter() - start)
+        processes = processes or len(commands)
+        return collect(job, engines[job.engine], processes=processes, devices=devices, seconds=time.perf_counter() - start)
 
     return train_data_parallel
 

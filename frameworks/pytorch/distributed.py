@@ -122,7 +122,7 @@ def torchrun(job: ReplicaJob, job_path: Path) -> data_parallel.Launch:
         "--log-dir", str(out / "logs" / "torchrun"),  # its error files, instead of a new /tmp folder per run
         "--module", REPLICA_MODULE, str(job_path),
     )
-    return data_parallel.Launch([command], ["torchrun"], replica_devices(job), replica_env(job.replicas))
+    return data_parallel.Launch([command], ["torchrun"], replica_devices(job), replica_env(job.replicas), processes=job.replicas)
 
 
 launch_torchrun = data_parallel.launcher(ENGINES, torchrun)
