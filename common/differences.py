@@ -38,6 +38,7 @@ class Difference:
     handled: dict[str, Handling]  # framework -> its handling (a framework absent here has nothing to handle)
     correct: str  # the handling, as one line of code
     mistake: str  # the mistake a user makes instead, as one line of code
+    measured_by: str = "python compare.py --pitfalls"  # the command that measures what the mistake costs
 
     def __hash__(self) -> int:  # frozen with a dict field: hash by the title, which is unique
         return hash(self.title)
@@ -233,9 +234,30 @@ DIFFERENCES: tuple[Difference, ...] = (
         },
         "x = tf.gather(PIXEL_VALUES, pixels)", "x = tf.cast(pixels, tf.float32) / 255",
     ),
+    Difference(
+        "CPU defaults",
+        "Frameworks choose kernels and thread pools from the CPU: TensorFlow turns its oneDNN kernels on by default only on "
+        "AVX-512-class CPUs, and thread pools left alone can share a core. The numbers stay the same; the speed does not.",
+        {
+            name: Handling(
+                ("common/runtime.py::settings",),
+                _tests("test_cpu.py", "test_tensorflow_gets_onednn_where_its_kernels_fit_the_cpu")
+                + _tests("test_runtime.py", "test_a_loaded_backend_runs_with_its_settings"),
+            )
+            for name in FRAMEWORKS
+        },
+        'tune_process("tensorflow")  # TF_ENABLE_ONEDNN_OPTS=1 on an AVX2 CPU', "import tensorflow  # oneDNN off on an AVX2 CPU",
+        measured_by="tox -e bench",  # benchmarks/train_speed.py; a later comparison on the same CPU shows its figures
+    ),
 )
 
 BY_TITLE = {difference.title: difference for difference in DIFFERENCES}
+# The entries by name, for the code that records a measurement under one (common/pitfalls.py::record).
+DATA_LAYOUT, KERNEL_LAYOUT, FLATTEN_ORDER = BY_TITLE["Data layout"], BY_TITLE["Kernel layout"], BY_TITLE["Flatten order"]
+PADDING, INITIALIZER, LOSS = BY_TITLE["Padding"], BY_TITLE["Initializer"], BY_TITLE["Loss"]
+OPTIMIZER_DEFAULTS, GLUON_STEP, BATCH_ORDER = BY_TITLE["Optimizer defaults"], BY_TITLE["Gluon step(batch_size)"], BY_TITLE["Batch order"]
+DROPOUT_AT_EVALUATION, TF32 = BY_TITLE["Dropout at evaluation"], BY_TITLE["Float32 on GPUs (TF32)"]
+DATA_PARALLEL_REDUCTION, SCALING_BY_255, CPU_DEFAULTS = BY_TITLE["Data-parallel reduction"], BY_TITLE["Scaling by 255"], BY_TITLE["CPU defaults"]
 
 
 def entry(difference: Difference | str) -> Difference:

@@ -15,6 +15,7 @@ import io
 from common import differences, spec
 from common.differences import DIFFERENCES, NETWORK, Difference, PointerError
 from common.interface import TrainConfig
+from common.pitfalls import speed_records
 
 MEASURE_COMMAND = "python compare.py --pitfalls"
 # A test accuracy below this is no better than guessing one of the ten classes.
@@ -27,10 +28,11 @@ CHANCE_ACCURACY = 1 / spec.NUM_CLASSES + 0.05
 
 
 def records_by_difference(summary: dict) -> tuple[dict[str, list[dict]], list[dict]]:
-    """The pitfall records under their registry entries' titles, and those under a title the registry lacks."""
+    """The pitfall records (and the CPU defaults' measured cost) under their registry entries' titles,
+    and those under a title the registry lacks."""
     known: dict[str, list[dict]] = {difference.title: [] for difference in DIFFERENCES}
     unknown = []
-    for row in summary.get("pitfalls") or []:
+    for row in [*(summary.get("pitfalls") or []), *speed_records(summary.get("speed") or {})]:
         (known[row["difference"]] if row.get("difference") in known else unknown).append(row)
     return known, unknown
 
@@ -76,6 +78,13 @@ def measured(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value).splitlines()[0][:160]
+
+
+def own_measurement_line(difference: Difference, rows: list[dict]) -> str:
+    """For a difference measured by its own command rather than --pitfalls, how to measure it, until it is."""
+    if rows or difference.measured_by == MEASURE_COMMAND:
+        return ""
+    return f"Not measured on this CPU yet: {difference.measured_by} measures it, and the next comparison here shows it."
 
 
 def measurement_line(summary: dict) -> str:
@@ -217,7 +226,8 @@ def differences_html(summary: dict) -> str:
             f"<section class='difference' id='{_anchor(difference.title)}'><h3>{html.escape(difference.title)}</h3>"
             f"<p>{html.escape(difference.why)}</p>{_columns_html(columns)}"
             f"<div class='beside'><div><h4>The mistake</h4>{_diff_html(difference)}</div>"
-            f"<div class='cost'>{_costs_html(known[difference.title], summary)}</div></div></section>"
+            f"<div class='cost'>{_costs_html(known[difference.title], summary)}"
+            f"{html.escape(own_measurement_line(difference, known[difference.title]))}</div></div></section>"
         )
     if unknown:
         parts.append(
@@ -246,6 +256,8 @@ def differences_markdown(summary: dict) -> list[str]:
         ]
         lines += ["", "```diff", f"- {difference.correct}", f"+ {difference.mistake}", "```"]
         lines += _costs_markdown(known[difference.title], summary)
+        if own_measurement_line(difference, known[difference.title]):
+            lines += ["", own_measurement_line(difference, known[difference.title])]
     if unknown:
         lines += ["", "### Measured under titles the registry lacks", *_costs_markdown(unknown, summary)]
     return lines

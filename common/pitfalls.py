@@ -115,6 +115,22 @@ def summary_record(row: dict) -> dict:
     return {key: row[key] for key in (*RECORD_KEYS, *CURVE_KEYS) if key in row}
 
 
+def speed_records(speed: dict) -> list[dict]:
+    """What each framework's defaults cost in training images/s (summary["speed"]["defaults"], which
+    `tox -e bench` measured on this CPU), as records under the registry's CPU defaults entry."""
+    handled = differences.CPU_DEFAULTS.handled
+    return [
+        record(
+            differences.CPU_DEFAULTS, row["setting"], framework, f"training images/s ({differences.CPU_DEFAULTS.measured_by})",
+            round(row["tuned_images_per_second"]), round(row["default_images_per_second"]), handled[framework].tests[0],
+        )
+        for framework, rows in (speed.get("defaults") or {}).items()
+        if framework in handled
+        for row in rows
+        if row.get("default_images_per_second") and row.get("tuned_images_per_second")
+    ]
+
+
 def guarded_by(framework: str, test_name: str) -> str:
     """The id of the test that guards a framework's handling of a difference."""
     return f"tests/test_pitfalls_{framework}.py::{test_name}"

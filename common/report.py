@@ -81,30 +81,16 @@ def _speed_table(summary: dict) -> Table | None:
         if (speed := entry.get("speed")) is not None
     ]
     peak = (summary.get("speed") or {}).get("peak")
-    title = "Speed in this run"
+    note = ""
     if peak and peak.get("gflops"):
-        title += (
-            f". fp32 peak of this CPU: {peak['gflops']:.0f} GFLOP/s = {peak['cores']} cores x {peak['ghz']} GHz "
+        note = (
+            f"fp32 peak of this CPU: {peak['gflops']:.0f} GFLOP/s = {peak['cores']} cores x {peak['ghz']} GHz "
             f"({peak['clock_source']}) x {peak['flops_per_cycle']} FLOP/cycle ({peak['vector_isa']}); the share is of the "
-            "cores each framework ran on"
+            "cores each framework ran on."
         )
     header = ["framework", "threads", "training images/s", "% of fp32 peak", "warm-up/compile s", "evaluation images/s",
               "peak resident memory MB", "runtime settings (common/runtime.py)"]
-    return Table(title, header, rows) if rows else None
-
-
-def speed_defaults_table(summary: dict) -> Table | None:
-    """What each framework's defaults cost in training images/s, from `tox -e bench` on this CPU (summary["speed"]["defaults"])."""
-    speed = summary.get("speed") or {}
-    rows = [
-        [name, row["setting"], _text(row["default_images_per_second"], ",.0f"), _text(row["tuned_images_per_second"], ",.0f"),
-         _text(row["tuned_images_per_second"] / row["default_images_per_second"], ".2f") + "x"]
-        for name, costs in (speed.get("defaults") or {}).items()
-        for row in costs
-        if row.get("default_images_per_second")
-    ]
-    title = f"Speed: what the framework's defaults cost on this CPU ({speed.get('defaults_source', '')})"
-    return Table(title, ["framework", "default kept", "images/s with it", "images/s with the suite's settings", "cost"], rows) if rows else None
+    return Table("Speed in this run", header, rows, note=note) if rows else None
 
 
 def _parity_table(summary: dict) -> Table:
@@ -195,16 +181,17 @@ def _onnx_table(summary: dict) -> Table | None:
         ])
     runtime = next((e["runtime"] for e in exports.values() if e.get("runtime")), "onnxruntime")
     return Table(
-        f"ONNX: each framework's trained model through its own exporter, run by {runtime}. Forward error: max abs logits "
-        "difference from the float64 NumPy reference with the same weights, on the probe batch. N,H,W,C files keep the "
-        "framework's layout and add Transpose nodes around ONNX's N,C,H,W convolutions.",
+        "ONNX exports",
         ["framework", "exporter", "opset", "input", "nodes by op type", "file KiB", "forward error", "test accuracy in onnxruntime", "export"],
         rows, "dense",
+        note=f"Each framework's trained model through its own exporter, run by {runtime}. Forward error: max abs logits "
+        "difference from the float64 NumPy reference with the same weights, on the probe batch. N,H,W,C files keep the "
+        "framework's layout and add Transpose nodes around ONNX's N,C,H,W convolutions.",
     )
 
 
 SECTIONS = [
-    _frameworks_table, _layer_table, _speed_table, speed_defaults_table, _parity_table, _cross_eval_table, _onnx_table, _seed_table,
+    _frameworks_table, _layer_table, _speed_table, _parity_table, _cross_eval_table, _onnx_table, _seed_table,
     _data_parallel_table,
 ]
 
