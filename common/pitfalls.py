@@ -180,13 +180,13 @@ def spread(values) -> float:
 
 
 def batch_order_spread(records: list[dict]) -> dict | None:
-    """The cross-framework row for "Batch order", from every framework's short runs.
+    """The cross-framework row for differences.BATCH_ORDER, from every framework's short runs.
 
     Each framework trained with the common batch order, with its own shuffling, and with the
     common order of the next seed. With the common order the frameworks agree to float32 noise;
     with their own shuffling they differ by as much as two seeds of one framework do.
     """
-    title = differences.entry("Batch order").title
+    title = differences.BATCH_ORDER.title
     curves = {r["framework"]: r["curves"] for r in records if r["difference"] == title and r.get("curves")}
     if len(curves) < 2:
         return None
@@ -235,13 +235,13 @@ def reduction_gaps(
 def data_parallel_reduction(
     ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistaken_trainer: type, mistake: str
 ) -> dict:
-    """The "Data-parallel reduction" row: ctx.first_steps SGD steps of the classic recipe on the CPU
+    """The differences.DATA_PARALLEL_REDUCTION row: ctx.first_steps SGD steps of the classic recipe on the CPU
     (no dropout, whose masks each replica would draw on its own), so that the reduction is the
     runs' only difference."""
     config = ctx.recipe(variant="classic", epochs=1, device="cpu")
     correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.first_steps)
     return record(
-        differences.entry("Data-parallel reduction"), mistake, backend.name,
+        differences.DATA_PARALLEL_REDUCTION, mistake, backend.name,
         f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "
         f"{ctx.first_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
         correct, mistaken, REDUCTION_TEST,

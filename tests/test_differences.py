@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from common import differences
 from common.differences import BY_TITLE, DIFFERENCES, FRAMEWORKS, NETWORK, REPO, Difference, PointerError, code, entry, names_a_test
 from common.interface import TrainConfig
 from common.pitfalls import final_accuracy_and_curve, record
@@ -80,29 +81,27 @@ def test_records_take_a_registry_entry_or_its_title_and_refuse_others():
     assert curved["curves"] == {"correct": [0.5, 0.8]} and curved["curve_label"] == "test accuracy"
 
 
-def _record_titles(path) -> list[tuple[int, str]]:
-    """The literal titles a backend's pitfalls.py passes to record(): its first argument, where it is a string."""
-    titles = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "record" and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                titles.append((node.lineno, first.value))
-        elif isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Constant) and node.elts[0].value in BY_TITLE:
-            titles.append((node.lineno, node.elts[0].value))  # (title, mistake, ...) rows a backend loops over
-    return titles
+def _record_differences(path) -> list[tuple[int, ast.expr]]:
+    """What a backend's pitfalls.py passes to record() as the difference: its first argument."""
+    return [
+        (node.lineno, node.args[0])
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "record" and node.args
+    ]
 
 
-def test_every_backends_pitfall_titles_are_registry_entries():
+def test_every_backends_pitfall_records_name_a_registry_entry_not_a_title_string():
     files = sorted((REPO / "frameworks").glob("*/pitfalls.py"))
     assert files
     found = []
     for path in files:
-        for line, title in _record_titles(path):
-            assert title in BY_TITLE, f"{path.relative_to(REPO)}:{line}: {title!r} is not in common/differences.py"
-            found.append(title)
-    assert "Initializer" in found  # the scan sees the records
-
+        for line, first in _record_differences(path):
+            where = f"{path.relative_to(REPO)}:{line}"
+            assert not isinstance(first, ast.Constant), f"{where}: pass the registry entry (differences.NAME), not {first.value!r}"
+            if isinstance(first, ast.Attribute) and getattr(first.value, "id", None) == "differences":
+                assert isinstance(getattr(differences, first.attr, None), Difference), f"{where}: differences.{first.attr} is no entry"
+                found.append(first.attr)
+    assert "INITIALIZER" in found  # the scan sees the records
 
 
 def test_a_measurement_can_keep_its_accuracy_curve(fashion_mnist):

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 import frameworks.jax as backend
-from common import spec
+from common import differences, spec
 from common.interface import TrainConfig
 from common.pitfalls import (
     PitfallContext,
@@ -131,9 +131,9 @@ def set_weights_with_reshaped_kernels(model: LeNet, weights: Weights) -> None:
 
 def measure_layout(ctx: PitfallContext, trained: Weights, trained_from: str) -> list[dict]:
     mistakes = [
-        ("Flatten order", 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
+        (differences.FLATTEN_ORDER, 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
          "test_flatten_order_needs_hwc_columns"),
-        ("Kernel layout", "model.conv1.kernel[...] = w.reshape(5, 5, 1, 6)", set_weights_with_reshaped_kernels,
+        (differences.KERNEL_LAYOUT, "model.conv1.kernel[...] = w.reshape(5, 5, 1, 6)", set_weights_with_reshaped_kernels,
          "test_kernel_layout_needs_a_transpose"),
     ]
     variant = ctx.config.variant
@@ -201,12 +201,12 @@ def measure_padding(ctx: PitfallContext) -> list[dict]:
     except (TypeError, ValueError) as error:
         mistaken_error = error_line(error)
     features = record(
-        "Padding", mistake, FRAMEWORK, "features reaching fc1",
+        differences.PADDING, mistake, FRAMEWORK, "features reaching fc1",
         float(features_reaching(correct_shapes)), float(features_reaching(mistaken_shapes)), test,
     )
     features["shapes"] = {"correct": correct_shapes, "mistaken": mistaken_shapes}
     forward = record(
-        "Padding", mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", correct_error, mistaken_error, test
+        differences.PADDING, mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", correct_error, mistaken_error, test
     )
     return [features, forward]
 
@@ -242,7 +242,7 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     model = runs.start_model(ctx.config.variant, flax_default)
     mistaken = final_accuracy(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
     return record(
-        "Initializer", 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
+        differences.INITIALIZER, 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
         f"final test accuracy ({epochs_text(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
         guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"),
     )
@@ -273,7 +273,7 @@ def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     model = runs.start_model(config.variant)
     mistaken = final_accuracy(SummedLossTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
     return record(
-        "Loss", "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
+        differences.LOSS, "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
         f"final test accuracy, or the divergence (modern, SGD, {epochs_text(config.epochs)})", runs.train(config)[0][-1]["test_accuracy"], mistaken,
         guarded_by(FRAMEWORK, "test_loss_is_the_batch_mean"),
     )
@@ -316,7 +316,7 @@ def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     other_seed, _ = runs.train(dataclasses.replace(config, seed=config.seed + 1))
     common, _ = runs.train(config)
     result = record(
-        "Batch order", "perm = jax.random.permutation(jax.random.key(seed), n)", FRAMEWORK, "final test accuracy (Adam, short run)",
+        differences.BATCH_ORDER, "perm = jax.random.permutation(jax.random.key(seed), n)", FRAMEWORK, "final test accuracy (Adam, short run)",
         common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(FRAMEWORK, "test_batch_order_is_the_common_one"),
     )
     result["curves"] = {name: [entry["train_loss"] for entry in history] for name, history in
@@ -345,7 +345,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> dic
     correct = [float(backend.evaluate(model, x, y)[1]) for _ in range(DROPOUT_EVALUATIONS)]
     mistaken = [float(backend.evaluate(training_mode(model, stream), x, y)[1]) for stream in range(DROPOUT_EVALUATIONS)]
     result = record(
-        "Dropout at evaluation", "model.train()  # and no model.eval() before the test set", FRAMEWORK,
+        differences.DROPOUT_AT_EVALUATION, "model.train()  # and no model.eval() before the test set", FRAMEWORK,
         f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, SGD, short run)", spread(correct), spread(mistaken),
         guarded_by(FRAMEWORK, "test_dropout_is_off_at_evaluation"),
     )

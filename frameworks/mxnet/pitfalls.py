@@ -17,7 +17,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from common import spec
+from common import differences, spec
 from common.interface import DEFAULT_LR, TrainConfig
 from common.pitfalls import PitfallContext, data_parallel_reduction, epochs_text, error_line, final_accuracy, guarded_by, largest_gap, record, spread
 from common.training import TrainingDiverged, evaluate_with, fit, step_losses
@@ -96,7 +96,7 @@ def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
     model = build_with_gluon_default_init(config.variant, config.device, config.seed)
     mistaken = final_accuracy(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
     return record(
-        "Initializer", "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
+        differences.INITIALIZER, "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
         correct_epoch(ctx, history, config.epochs)["test_accuracy"], mistaken, guarded_by(FRAMEWORK, "test_initializer_is_glorot_uniform_not_gluons_default"),
     )
 
@@ -128,7 +128,7 @@ def measure_step_of_one(ctx: PitfallContext, history: list[dict]) -> dict:
     correct = correct_epoch(ctx, history, config.epochs)
     return dict(
         record(
-            "Gluon step(batch_size)", "trainer.step(1)", FRAMEWORK,
+            differences.GLUON_STEP, "trainer.step(1)", FRAMEWORK,
             f"training loss after {epochs_text(config.epochs)} (SGD lr {config.lr}; a uniform guess scores ln 10 = {math.log(spec.NUM_CLASSES):.4f})",
             correct["train_loss"], mistaken if isinstance(mistaken, str) else mistaken["train_loss"],
             guarded_by(FRAMEWORK, "test_step_divides_the_gradient_by_the_batch_length"),
@@ -198,7 +198,7 @@ def measure_padding(ctx: PitfallContext) -> dict:
     mistaken = f"{features}, then fc1 raises: {error}" if error else float(features)
     return dict(
         record(
-            "Padding", "nn.Conv2D(6, kernel_size=5)", FRAMEWORK, "features reaching fc1",
+            differences.PADDING, "nn.Conv2D(6, kernel_size=5)", FRAMEWORK, "features reaching fc1",
             float(features_reaching_fc1(correct_model)), mistaken,
             guarded_by(FRAMEWORK, "test_conv1_padding_keeps_400_features_for_fc1"),
         ),
@@ -259,7 +259,7 @@ def measure_adam_eps(ctx: PitfallContext) -> dict:
     moved_eps_gap = largest_gap(oracle_adam, mxnet_step_losses(ctx, PyTorchEpsAdamTrainer, adam, steps))
     return dict(
         record(
-            "Optimizer defaults", "mx.optimizer.Adam(learning_rate=0.001, epsilon=1e-8)  # taken for torch.optim.Adam(lr=0.001, eps=1e-8)",
+            differences.OPTIMIZER_DEFAULTS, "mx.optimizer.Adam(learning_rate=0.001, epsilon=1e-8)  # taken for torch.optim.Adam(lr=0.001, eps=1e-8)",
             FRAMEWORK, f"max step-loss gap vs PyTorch-style Adam over {steps} steps",
             sgd_gap, adam_gap, guarded_by(FRAMEWORK, "test_adam_adds_eps_before_the_bias_correction"),
         ),
@@ -315,7 +315,7 @@ def measure_batch_order(ctx: PitfallContext) -> dict:
     common, own, other = run(backend.Trainer, config), run(DataLoaderOrderTrainer, config), run(backend.Trainer, other_seed)
     return dict(
         record(
-            "Batch order", "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)", FRAMEWORK,
+            differences.BATCH_ORDER, "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)", FRAMEWORK,
             "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own[-1]["test_accuracy"],
             guarded_by(FRAMEWORK, "test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
         ),
@@ -345,7 +345,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
     train_mode = [accuracy_with_dropout_on(model, x, y) for _ in range(DROPOUT_EVALUATIONS)]
     return dict(
         record(
-            "Dropout at evaluation", "with autograd.train_mode(): accuracy = evaluate(net, test_x, test_y)", FRAMEWORK,
+            differences.DROPOUT_AT_EVALUATION, "with autograd.train_mode(): accuracy = evaluate(net, test_x, test_y)", FRAMEWORK,
             f"test-accuracy spread over {DROPOUT_EVALUATIONS} evaluations (modern, SGD, {epochs_text(config.epochs)})",
             spread(predict_mode), spread(train_mode), guarded_by(FRAMEWORK, "test_forward_runs_dropout_in_predict_mode"),
         ),

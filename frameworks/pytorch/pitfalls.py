@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common import spec
+from common import differences, spec
 from common.data import FashionMNIST
 from common.interface import LayerRow, TrainConfig
 from common.pitfalls import (
@@ -219,7 +219,7 @@ def recipe_text(config: TrainConfig) -> str:
 def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
     model = reinitialize_with_pytorch_defaults(backend.build(ctx.config.variant, ctx.config.device), ctx.config.seed)
     return record(
-        "Initializer", "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
+        differences.INITIALIZER, "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
         f"final test accuracy ({recipe_text(ctx.config)})", correct, final_test_accuracy(ctx, ctx.config, model=model),
         guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"),
     )
@@ -239,13 +239,13 @@ def measure_loss(ctx: PitfallContext, correct: float) -> list[dict]:
     metric = f"final test accuracy, or the divergence ({recipe_text(config)})"
     return [
         record(
-            "Loss", "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, metric,
+            differences.LOSS, "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, metric,
             correct, final_test_accuracy(ctx, config, SoftmaxBeforeLossTrainer), guarded_by(backend.name, "test_loss_takes_logits_not_probabilities"),
         ),
         # Steps 128 times too large: the modern variant's unbounded ReLUs blow the loss up within the
         # short run (the classic sigmoids would saturate and stall instead).
         record(
-            "Loss", 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
+            differences.LOSS, 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
             correct, final_test_accuracy(ctx, config, SummedLossTrainer), guarded_by(backend.name, "test_loss_is_the_batch_mean_not_the_sum"),
         ),
     ]
@@ -265,9 +265,9 @@ def measure_padding(ctx: PitfallContext) -> list[dict]:
     mistake = "nn.Conv2d(1, 6, 5)  # conv1 without padding=2"
     test = guarded_by(backend.name, "test_conv1_is_padded_by_2")
     return [
-        record("Padding", mistake, backend.name, f"features reaching fc1 (mistaken: {maps})",
+        record(differences.PADDING, mistake, backend.name, f"features reaching fc1 (mistaken: {maps})",
                float(correct_rows[-1].shape[0]), float(mistaken_rows[-1].shape[0]), test),
-        record("Padding", mistake, backend.name, f"forward logits, max abs error vs oracle ({len(x)} test images), or the error raised",
+        record(differences.PADDING, mistake, backend.name, f"forward logits, max abs error vs oracle ({len(x)} test images), or the error raised",
                correct_error, mistaken_error, test),
     ]
 
@@ -277,7 +277,7 @@ def measure_batch_order(ctx: PitfallContext) -> dict:
     common, own = train_history(ctx, config), train_history(ctx, config, DataLoaderShuffleTrainer)
     other_seed = train_history(ctx, ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs, seed=config.seed + 1))
     entry = record(
-        "Batch order", "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
+        differences.BATCH_ORDER, "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
         backend.name, f"final test accuracy (Adam, short run: {recipe_text(config)})",
         common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(backend.name, "test_batches_follow_the_common_order"),
     )
@@ -295,7 +295,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext, model: nn.Module) -> dict
     in_eval_mode = [backend.evaluate(model, test_x, test_y)[1] for _ in range(EVALUATIONS)]
     in_train_mode = [evaluate_with(lambda chunk: forward_in_train_mode(model, chunk), test_x, test_y)[1] for _ in range(EVALUATIONS)]
     return record(
-        "Dropout at evaluation", "logits = model(x)  # evaluated without model.eval() after training", backend.name,
+        differences.DROPOUT_AT_EVALUATION, "logits = model(x)  # evaluated without model.eval() after training", backend.name,
         f"test-accuracy spread over {EVALUATIONS} evaluations ({recipe_text(config)}; "
         f"mean accuracy {np.mean(in_eval_mode):.4f} in eval mode, {np.mean(in_train_mode):.4f} in train mode)",
         spread(in_eval_mode), spread(in_train_mode), guarded_by(backend.name, "test_evaluation_turns_dropout_off"),
@@ -307,12 +307,12 @@ def measure_tf32(ctx: PitfallContext) -> dict:
     test = guarded_by(backend.name, "test_float32_means_ieee_not_tf32")
     if not has_tf32():
         return record(
-            "Float32 on GPUs (TF32)", mistake, backend.name, "forward max abs error vs oracle (needs an Ampere or newer GPU)",
+            differences.TF32, mistake, backend.name, "forward max abs error vs oracle (needs an Ampere or newer GPU)",
             NOT_MEASURED, NOT_MEASURED, test,
         )
     x, variant = ctx.probe_x, ctx.config.variant
     return record(
-        "Float32 on GPUs (TF32)", mistake, backend.name,
+        differences.TF32, mistake, backend.name,
         f"forward max abs error vs oracle on {torch.cuda.get_device_name()} ({len(x)} test images)",
         gpu_forward_error(ctx.initial, x, "ieee", variant), gpu_forward_error(ctx.initial, x, "tf32", variant), test,
     )

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import interface, spec
+from common import differences, interface, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig
 from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, guarded_by, largest_gap, max_abs_error_vs_oracle, record, spread
@@ -264,14 +264,14 @@ def weight_loading_costs(ctx: PitfallContext, runs: CorrectRuns, difference: str
 
 def measure_flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
-        ctx, runs, "Flatten order", 'model.get_layer("fc1").kernel.assign(torch_fc1_weight.T)  # columns still C,H,W',
+        ctx, runs, differences.FLATTEN_ORDER, 'model.get_layer("fc1").kernel.assign(torch_fc1_weight.T)  # columns still C,H,W',
         set_weights_without_flatten_permutation, guarded_by(backend.name, "test_flatten_order_needs_hwc_columns"),
     )
 
 
 def measure_kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     return weight_loading_costs(
-        ctx, runs, "Kernel layout", 'model.get_layer("conv1").kernel.assign(kernel.reshape(5, 5, 1, 6))  # not .transpose(2, 3, 1, 0)',
+        ctx, runs, differences.KERNEL_LAYOUT, 'model.get_layer("conv1").kernel.assign(kernel.reshape(5, 5, 1, 6))  # not .transpose(2, 3, 1, 0)',
         set_weights_with_reshaped_kernels, guarded_by(backend.name, "test_conv_kernels_need_transpose_not_reshape"),
     )
 
@@ -287,11 +287,11 @@ def measure_padding(ctx: PitfallContext) -> list[dict]:
     correct_rows, mistaken_rows = backend.layer_summary(correct_model), backend.layer_summary(mistaken_model)
     mistake = 'keras.layers.Conv2D(16, 5, padding="same")  # conv2 pads nothing in the spec'
     test = guarded_by(backend.name, "test_same_padding_on_conv2_changes_shapes_and_parameters")
-    parameters = record("Padding", mistake, backend.name, "parameters", backend.param_count(correct_model), backend.param_count(mistaken_model), test)
+    parameters = record(differences.PADDING, mistake, backend.name, "parameters", backend.param_count(correct_model), backend.param_count(mistaken_model), test)
     # The layer table, C,H,W per example: where the two networks part.
     parameters["shapes"] = [dict(layer=a.name, correct=list(a.shape), mistaken=list(b.shape)) for a, b in zip(correct_rows, mistaken_rows)]
     features = record(
-        "Padding", mistake, backend.name, "features reaching fc1", features_reaching_fc1(correct_rows), features_reaching_fc1(mistaken_rows), test
+        differences.PADDING, mistake, backend.name, "features reaching fc1", features_reaching_fc1(correct_rows), features_reaching_fc1(mistaken_rows), test
     )
     return [parameters, features]
 
@@ -308,7 +308,7 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     mistaken = final_accuracy(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
     return [
         record(
-            "Initializer", "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
+            differences.INITIALIZER, "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
             backend.name, "final test accuracy", runs.final_accuracy(), mistaken,
             guarded_by(backend.name, "test_keras_default_init_is_glorot_but_not_the_canonical_start"),
         )
@@ -322,7 +322,7 @@ def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     mistaken = final_accuracy(KerasDefaultLossTrainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
     return [
         record(
-            "Loss", "keras.losses.SparseCategoricalCrossentropy()(y, logits)  # from_logits=False on raw logits",
+            differences.LOSS, "keras.losses.SparseCategoricalCrossentropy()(y, logits)  # from_logits=False on raw logits",
             backend.name, f"final test accuracy ({config.variant} variant, SGD, {config.epochs} epoch(s))", runs.short_modern_run[1], mistaken,
             guarded_by(backend.name, "test_loss_needs_from_logits"),
         )
@@ -344,7 +344,7 @@ def measure_optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[d
 
     return [
         record(
-            "Optimizer defaults", "keras.optimizers.Adam(learning_rate=0.001)  # epsilon defaults to 1e-7, not 1e-8",
+            differences.OPTIMIZER_DEFAULTS, "keras.optimizers.Adam(learning_rate=0.001)  # epsilon defaults to 1e-7, not 1e-8",
             backend.name, f"max step-loss gap to PyTorch-style Adam (numpy oracle's update) over {steps} Adam steps",
             largest_gap(correct, oracle), largest_gap(mistaken, oracle), guarded_by(backend.name, "test_adam_needs_explicit_epsilon"),
         )
@@ -368,7 +368,7 @@ def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     own_losses = train_in_tf_data_order(Trainer(model, ctx.data, config), ctx.data, config)
     own_accuracy = backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1]
     row = record(
-        "Batch order", "tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60000, seed=0).batch(128)  # TensorFlow's own order",
+        differences.BATCH_ORDER, "tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60000, seed=0).batch(128)  # TensorFlow's own order",
         backend.name, "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own_accuracy,
         guarded_by(backend.name, "test_batch_order_is_the_common_one"),
     )
@@ -391,7 +391,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> lis
     mistake, test = "logits = model(x_test, training=True)  # dropout still on", guarded_by(backend.name, "test_dropout_is_off_at_evaluation")
     costs = {"test-accuracy spread": spread, "mean test accuracy": lambda values: float(np.mean(values))}
     return [
-        record("Dropout at evaluation", mistake, backend.name, f"{what} over {DROPOUT_EVALUATIONS} evaluations", cost(correct), cost(mistaken), test)
+        record(differences.DROPOUT_AT_EVALUATION, mistake, backend.name, f"{what} over {DROPOUT_EVALUATIONS} evaluations", cost(correct), cost(mistaken), test)
         for what, cost in costs.items()
     ]
 
