@@ -169,7 +169,10 @@ def curves_png(rows: list[dict]) -> bytes:
     for row in rows:
         for name, values in row["curves"].items():
             axis.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=f"{row['framework']}: {name}")
-    axis.set(xlabel="epoch", ylabel=rows[0].get("curve_label") or "per epoch")
+    axis.set(xlabel=rows[0].get("curve_x", "epoch"), ylabel=rows[0].get("curve_label") or "per epoch")
+    values = [v for row in rows for series in row["curves"].values() for v in series]
+    if values and min(values) > 0 and max(values) > 100 * min(values):
+        axis.set_yscale("log")  # a diverging loss spans orders of magnitude
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     axis.legend(fontsize="x-small")

@@ -9,6 +9,7 @@ lesson ("The differences") shows them beside each difference's code (common/repo
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -89,14 +90,15 @@ class PitfallContext:
 
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
 # Optional: "curves", series (name -> one number per epoch, or per step) that show the cost better than
-# two numbers do, e.g. {"correct": [...], "mistaken": [...]}, and "curve_label", what they measure.
+# two numbers do, e.g. {"correct": [...], "mistaken": [...]}, "curve_label", what they measure, and
+# "curve_x", what one point is ("epoch" or "step").
 # The report draws them beside the numbers; summary.json keeps them.
-CURVE_KEYS = ("curves", "curve_label")
+CURVE_KEYS = ("curves", "curve_label", "curve_x")
 
 
 def record(
     difference: differences.Difference | str, mistake: str, framework: str, metric: str, correct, mistaken, test: str,
-    curves: dict[str, list[float]] | None = None, curve_label: str = "",
+    curves: dict[str, list[float]] | None = None, curve_label: str = "", curve_x: str = "epoch",
 ) -> dict:
     """One measured mistake: the mistake as one line of code, and its measured effect beside the
     correct run's number. correct and mistaken are numbers, or text (an error raised).
@@ -106,7 +108,7 @@ def record(
     """
     row = dict(zip(RECORD_KEYS, (differences.entry(difference).title, mistake, framework, metric, correct, mistaken, test)))
     if curves:
-        row.update(curves={name: [float(v) for v in values] for name, values in curves.items()}, curve_label=curve_label)
+        row.update(curves={name: [float(v) for v in values] for name, values in curves.items()}, curve_label=curve_label, curve_x=curve_x)
     return row
 
 
@@ -167,6 +169,27 @@ def final_accuracy_and_curve(trainer, evaluate, data: FashionMNIST, config: Trai
         return history[-1]["test_accuracy"], curve
     except TrainingDiverged as err:
         return f"diverged: {err}", curve
+
+
+def accuracy_curves(correct_history: list[dict] | None, mistaken_curve: list[float]) -> dict:
+    """record()'s curve arguments for a run-length mistake (the initializer): the test accuracy after
+    each epoch of the correct run, when its history is known, and of the mistaken run."""
+    curves = {"correct": [entry["test_accuracy"] for entry in correct_history]} if correct_history else {}
+    return dict(curves={**curves, "mistaken": mistaken_curve}, curve_label="test accuracy after each epoch")
+
+
+STEP_CURVE_STEPS = 60  # enough for a loss 128 times too steep to leave the rails on the modern variant
+
+
+def step_loss_curves(correct_trainer, mistaken_trainer, data: FashionMNIST, config: TrainConfig, steps: int = STEP_CURVE_STEPS) -> dict:
+    """record()'s curve arguments for a mistake that shows within steps (the summed loss): the training
+    loss of each of the first steps, correct and mistaken, from the same start. A series ends where
+    its loss stops being finite: that is where the run diverged."""
+    curves = {}
+    for name, trainer in (("correct", correct_trainer), ("mistaken", mistaken_trainer)):
+        losses = step_losses(trainer, data, config, steps)
+        curves[name] = losses[: next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), len(losses))]
+    return dict(curves=curves, curve_label="training loss per step", curve_x="step")
 
 
 def largest_gap(losses, reference_losses) -> float:

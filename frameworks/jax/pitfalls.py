@@ -23,14 +23,17 @@ from common import differences, spec
 from common.interface import TrainConfig
 from common.pitfalls import (
     PitfallContext,
+    accuracy_curves,
     data_parallel_reduction,
     epochs_text,
     error_line,
     final_accuracy,
+    final_accuracy_and_curve,
     guarded_by,
     max_abs_error_vs_oracle,
     record,
     spread,
+    step_loss_curves,
 )
 from common.training import fit
 from common.weights import Weights
@@ -240,11 +243,11 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     # Trained as the backend's own LeNet holding those numbers: the same compiled step as the correct run.
     flax_default = backend.get_weights(build_with_flax_default_init(ctx.config.variant, ctx.config.seed, ctx.config.device))
     model = runs.start_model(ctx.config.variant, flax_default)
-    mistaken = final_accuracy(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
+    mistaken, curve = final_accuracy_and_curve(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
     return record(
         differences.INITIALIZER, 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
         f"final test accuracy ({epochs_text(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
-        guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"),
+        guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"), **accuracy_curves(runs.full_history(), curve),
     )
 
 
@@ -276,6 +279,10 @@ def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> dict:
         differences.LOSS, "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
         f"final test accuracy, or the divergence (modern, SGD, {epochs_text(config.epochs)})", runs.train(config)[0][-1]["test_accuracy"], mistaken,
         guarded_by(FRAMEWORK, "test_loss_is_the_batch_mean"),
+        **step_loss_curves(
+            backend.Trainer(runs.start_model(config.variant), ctx.data, config), SummedLossTrainer(runs.start_model(config.variant), ctx.data, config),
+            ctx.data, config,
+        ),
     )
 
 

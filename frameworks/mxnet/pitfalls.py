@@ -19,7 +19,18 @@ from mxnet.gluon import nn
 
 from common import differences, spec
 from common.interface import DEFAULT_LR, TrainConfig
-from common.pitfalls import PitfallContext, data_parallel_reduction, epochs_text, error_line, final_accuracy, guarded_by, largest_gap, record, spread
+from common.pitfalls import (
+    PitfallContext,
+    accuracy_curves,
+    data_parallel_reduction,
+    epochs_text,
+    error_line,
+    final_accuracy_and_curve,
+    guarded_by,
+    largest_gap,
+    record,
+    spread,
+)
 from common.training import TrainingDiverged, evaluate_with, fit, step_losses
 from frameworks import get_backend
 from frameworks import mxnet as backend
@@ -94,10 +105,11 @@ def build_with_gluon_default_init(variant: str, device: str, seed: int):
 def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
     config = ctx.config
     model = build_with_gluon_default_init(config.variant, config.device, config.seed)
-    mistaken = final_accuracy(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
+    mistaken, curve = final_accuracy_and_curve(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
     return record(
         differences.INITIALIZER, "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
         correct_epoch(ctx, history, config.epochs)["test_accuracy"], mistaken, guarded_by(FRAMEWORK, "test_initializer_is_glorot_uniform_not_gluons_default"),
+        **accuracy_curves(history[: config.epochs], curve),
     )
 
 

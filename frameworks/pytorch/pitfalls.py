@@ -24,13 +24,16 @@ from common.interface import LayerRow, TrainConfig
 from common.pitfalls import (
     NOT_MEASURED,
     PitfallContext,
+    accuracy_curves,
     data_parallel_reduction,
     error_line,
     final_accuracy,
+    final_accuracy_and_curve,
     guarded_by,
     max_abs_error_vs_oracle,
     record,
     spread,
+    step_loss_curves,
 )
 from common.training import evaluate_with, fit
 from frameworks import pytorch as backend
@@ -196,10 +199,10 @@ def train_history(ctx: PitfallContext, config: TrainConfig, trainer_class=Traine
     return fit(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
 
 
-def final_test_accuracy(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer, model: nn.Module | None = None) -> float | str:
-    """The final test accuracy of one run of the common loop (from ctx.initial unless a model is
-    given), or the divergence text when the loss leaves the rails."""
-    model = model if model is not None else start_model(ctx, config.variant, config.device)
+def final_test_accuracy(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer) -> float | str:
+    """The final test accuracy of one run of the common loop from ctx.initial, or the divergence
+    text when the loss leaves the rails."""
+    model = start_model(ctx, config.variant, config.device)
     return final_accuracy(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
 
 
@@ -218,10 +221,11 @@ def recipe_text(config: TrainConfig) -> str:
 
 def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
     model = reinitialize_with_pytorch_defaults(backend.build(ctx.config.variant, ctx.config.device), ctx.config.seed)
+    mistaken, curve = final_accuracy_and_curve(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
     return record(
         differences.INITIALIZER, "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
-        f"final test accuracy ({recipe_text(ctx.config)})", correct, final_test_accuracy(ctx, ctx.config, model=model),
-        guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"),
+        f"final test accuracy ({recipe_text(ctx.config)})", correct, mistaken,
+        guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"), **accuracy_curves(ctx.correct_history, curve),
     )
 
 
@@ -247,6 +251,10 @@ def measure_loss(ctx: PitfallContext, correct: float) -> list[dict]:
         record(
             differences.LOSS, 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
             correct, final_test_accuracy(ctx, config, SummedLossTrainer), guarded_by(backend.name, "test_loss_is_the_batch_mean_not_the_sum"),
+            **step_loss_curves(
+                Trainer(start_model(ctx, config.variant, config.device), ctx.data, config),
+                SummedLossTrainer(start_model(ctx, config.variant, config.device), ctx.data, config), ctx.data, config,
+            ),
         ),
     ]
 

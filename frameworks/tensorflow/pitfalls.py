@@ -19,7 +19,18 @@ import tensorflow as tf
 from common import differences, interface, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig
-from common.pitfalls import PitfallContext, data_parallel_reduction, final_accuracy, guarded_by, largest_gap, max_abs_error_vs_oracle, record, spread
+from common.pitfalls import (
+    PitfallContext,
+    accuracy_curves,
+    data_parallel_reduction,
+    final_accuracy,
+    final_accuracy_and_curve,
+    guarded_by,
+    largest_gap,
+    max_abs_error_vs_oracle,
+    record,
+    spread,
+)
 from common.training import evaluate_with, step_losses
 from common.weights import Weights, check_weights, oihw_to_hwio, to_channels_last
 from frameworks import tensorflow as backend
@@ -305,12 +316,13 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """
     keras.utils.set_random_seed(ctx.config.seed)  # Keras's initializers draw from its global seed
     model = backend.build(ctx.config.variant, ctx.config.device)  # no set_weights: Keras's own draw
-    mistaken = final_accuracy(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
+    mistaken, curve = final_accuracy_and_curve(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
     return [
         record(
             differences.INITIALIZER, "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
             backend.name, "final test accuracy", runs.final_accuracy(), mistaken,
             guarded_by(backend.name, "test_keras_default_init_is_glorot_but_not_the_canonical_start"),
+            **accuracy_curves(runs.full_history(), curve),
         )
     ]
 
