@@ -322,7 +322,7 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
             differences.INITIALIZER, "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
             backend.name, "final test accuracy", runs.final_accuracy(), mistaken,
             guarded_by(backend.name, "test_keras_default_init_is_glorot_but_not_the_canonical_start"),
-            **accuracy_curves(runs.full_history(), curve),
+            **accuracy_curves(runs.full_history, curve),
         )
     ]
 
