@@ -70,9 +70,11 @@ def test_keeping_freed_memory_stops_the_page_faults():
         assert result.returncode == 0, result.stderr
         return int(result.stdout)
 
-    # By default freeing them trims the heap, so every block comes fresh from the OS: ~600 page faults each.
-    assert faults("default") > 200 * 4 * 500
-    assert faults("keep") < 10_000
+    # By default freeing them hands the pages back, so each new block faults its pages in again. How
+    # many faults that costs depends on the kernel (page size, transparent huge pages), so compare the
+    # two modes in the same process environment rather than against a fixed count.
+    default, kept = faults("default"), faults("keep")
+    assert kept * 10 < default, f"keeping freed memory: {kept} page faults, default: {default}"
 
 
 def test_a_setting_can_be_left_out_on_its_own(clean_environment, monkeypatch):
