@@ -33,6 +33,7 @@ class Handling:
 
 @dataclass(frozen=True)
 class Difference:
+    key: str  # a Python name: frameworks/<name>/pitfalls.py measures this difference in measure_<key>
     title: str  # short: it is a heading, and the key pitfall records carry
     why: str  # why it changes numbers, in a sentence or two
     handled: dict[str, Handling]  # framework -> its handling (a framework absent here has nothing to handle)
@@ -65,6 +66,7 @@ REDUCTION_TEST = "tests/test_data_parallel.py::test_data_parallel_takes_the_glob
 
 DIFFERENCES: tuple[Difference, ...] = (
     Difference(
+        "data_layout",
         "Data layout",
         "Keras and Flax convolve N,H,W,C; the interface is canonical N,C,H,W, so they transpose at the boundary.",
         {
@@ -76,6 +78,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "logits = model(to_nhwc(x))", "logits = model(x)  # N,C,H,W into a channels-last conv",
     ),
     Difference(
+        "kernel_layout",
         "Kernel layout",
         "Canonical O,I,H,W conv kernels and (out, in) matrices become H,W,I,O and (in, out) in Keras and Flax: "
         "a transpose, not a reshape.",
@@ -88,6 +91,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "kernel.transpose(2, 3, 1, 0)", "kernel.reshape(5, 5, 1, 6)",
     ),
     Difference(
+        "flatten_order",
         "Flatten order",
         "Channels-last frameworks flatten H,W,C; fc1's canonical columns are C,H,W, so they are permuted. "
         "Every shape still fits if they are not.",
@@ -100,6 +104,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         'fc1.kernel = hwc_columns(w["fc1.weight"], (16, 5, 5)).T', 'fc1.kernel = w["fc1.weight"].T  # columns still C,H,W',
     ),
     Difference(
+        "padding",
         "Padding",
         "PyTorch and Gluon count padding in pixels; Keras and Flax name it 'same' or 'valid', and 'same' is "
         "padding 2 only for a 5x5 kernel at stride 1.",
@@ -117,6 +122,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "nn.Conv2d(1, 6, 5, padding=2)", "nn.Conv2d(1, 6, 5)",
     ),
     Difference(
+        "initializer",
         "Initializer",
         "Default inits differ (PyTorch Kaiming-uniform, Keras Glorot-uniform, Flax LeCun-normal, Gluon Uniform(0.07)). "
         "Every framework builds with Xavier-uniform and zero biases; parity runs start from the same canonical weights.",
@@ -131,6 +137,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "nn.init.xavier_uniform_(module.weight); nn.init.zeros_(module.bias)", "model = LeNet()  # the framework's own default init",
     ),
     Difference(
+        "loss",
         "Loss",
         "Mean softmax cross-entropy on logits, spelled differently in each framework: Keras and Gluon must be told "
         "they get logits, optax and Gluon return one loss per example.",
@@ -150,6 +157,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "loss = F.cross_entropy(logits, y)", 'loss = F.cross_entropy(logits, y, reduction="sum")',
     ),
     Difference(
+        "optimizer_defaults",
         "Optimizer defaults",
         "Keras Adam's eps is 1e-7, the others' 1e-8, so every hyperparameter comes from the config. Keras and MXNet add eps "
         "before Adam's bias correction, PyTorch and optax after: Adam runs agree closely, not exactly.",
@@ -162,6 +170,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "keras.optimizers.Adam(learning_rate=0.001, epsilon=1e-8)", "keras.optimizers.Adam(learning_rate=0.001)  # epsilon 1e-7",
     ),
     Difference(
+        "gluon_step",
         "Gluon step(batch_size)",
         "gluon.Trainer.step(n) divides the gradient by n; with per-example losses and n = the batch's length each update "
         "is SGD on the mean loss, the last, partial batch included.",
@@ -169,6 +178,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "trainer.step(len(batch_indices))", "trainer.step(1)",
     ),
     Difference(
+        "batch_order",
         "Batch order",
         "Each framework shuffles with its own generator: the same seed gives other batches, and curves differ as much as "
         "two seeds' do. All frameworks follow one common order instead.",
@@ -181,6 +191,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "for indices in batch_order(n, 128, seed, epoch):", "DataLoader(train_set, batch_size=128, shuffle=True)",
     ),
     Difference(
+        "dropout_at_evaluation",
         "Dropout at evaluation",
         "Dropout must be off when evaluating, and each framework switches it its own way: model.eval(), training=False, "
         "deterministic=True, or Gluon's predict mode outside autograd.record().",
@@ -193,6 +204,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "model.eval(); logits = model(x)", "logits = model(x)  # still in train mode",
     ),
     Difference(
+        "tf32",
         "Float32 on GPUs (TF32)",
         "Ampere and newer GPUs run float32 convolutions and matmuls in TF32 (10 mantissa bits, about 1e-3 relative error) "
         "unless told not to; each framework is set to true float32, or parity at 1e-5 fails there.",
@@ -211,6 +223,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         'torch.backends.cudnn.conv.fp32_precision = "ieee"', "# nothing: the GPU's TF32 default",
     ),
     Difference(
+        "data_parallel_reduction",
         "Data-parallel reduction",
         "A global batch split unevenly over N replicas (128 over 3: 43, 43, 42) needs each replica's loss SUM over the "
         "global batch size: the mean of the shards' means weighs a small shard's examples more.",
@@ -223,6 +236,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "loss = per_example_loss.sum() / global_batch_size", "loss = per_example_loss.mean()  # this shard's mean",
     ),
     Difference(
+        "scaling_by_255",
         "Scaling by 255",
         "TensorFlow's graph optimizer turns x / 255 into x * (1/255), one ulp off for about half the pixel values; a lookup "
         "table keeps the inputs bit-identical to the other frameworks'.",
@@ -235,6 +249,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "x = tf.gather(PIXEL_VALUES, pixels)", "x = tf.cast(pixels, tf.float32) / 255",
     ),
     Difference(
+        "cpu_defaults",
         "CPU defaults",
         "Frameworks choose kernels and thread pools from the CPU: TensorFlow turns its oneDNN kernels on by default only on "
         "AVX-512-class CPUs, and thread pools left alone can share a core. The numbers stay the same; the speed does not.",
@@ -252,12 +267,13 @@ DIFFERENCES: tuple[Difference, ...] = (
 )
 
 BY_TITLE = {difference.title: difference for difference in DIFFERENCES}
+BY_KEY = {difference.key: difference for difference in DIFFERENCES}
 # The entries by name, for the code that records a measurement under one (common/pitfalls.py::record).
-DATA_LAYOUT, KERNEL_LAYOUT, FLATTEN_ORDER = BY_TITLE["Data layout"], BY_TITLE["Kernel layout"], BY_TITLE["Flatten order"]
-PADDING, INITIALIZER, LOSS = BY_TITLE["Padding"], BY_TITLE["Initializer"], BY_TITLE["Loss"]
-OPTIMIZER_DEFAULTS, GLUON_STEP, BATCH_ORDER = BY_TITLE["Optimizer defaults"], BY_TITLE["Gluon step(batch_size)"], BY_TITLE["Batch order"]
-DROPOUT_AT_EVALUATION, TF32 = BY_TITLE["Dropout at evaluation"], BY_TITLE["Float32 on GPUs (TF32)"]
-DATA_PARALLEL_REDUCTION, SCALING_BY_255, CPU_DEFAULTS = BY_TITLE["Data-parallel reduction"], BY_TITLE["Scaling by 255"], BY_TITLE["CPU defaults"]
+DATA_LAYOUT, KERNEL_LAYOUT, FLATTEN_ORDER = BY_KEY["data_layout"], BY_KEY["kernel_layout"], BY_KEY["flatten_order"]
+PADDING, INITIALIZER, LOSS = BY_KEY["padding"], BY_KEY["initializer"], BY_KEY["loss"]
+OPTIMIZER_DEFAULTS, GLUON_STEP, BATCH_ORDER = BY_KEY["optimizer_defaults"], BY_KEY["gluon_step"], BY_KEY["batch_order"]
+DROPOUT_AT_EVALUATION, TF32 = BY_KEY["dropout_at_evaluation"], BY_KEY["tf32"]
+DATA_PARALLEL_REDUCTION, SCALING_BY_255, CPU_DEFAULTS = BY_KEY["data_parallel_reduction"], BY_KEY["scaling_by_255"], BY_KEY["cpu_defaults"]
 
 
 def entry(difference: Difference | str) -> Difference:

@@ -1,8 +1,10 @@
 """What each framework difference costs when it is mishandled: the shared part of the measurements.
 
 Each backend's pitfalls.py makes the mistakes a user of its framework would make, for real, and
-measures each against the correct run from the same start. This module holds what they share:
-the context they run in, the record every measurement produces, and small measuring helpers.
+measures each against the correct run from the same start: measure_<key>(ctx, runs) for a registry
+entry's key (common/differences.py). This module holds what they share: the context they run in,
+the one cache of correct runs (CorrectRuns), the order they run in (measure, the registry's), the
+record every measurement produces, the data-parallel measurement, and small measuring helpers.
 The harness runs them with `compare.py --pitfalls` (worker phase "pitfalls") and the report's
 lesson ("The differences") shows them beside each difference's code (common/report.py).
 """
@@ -21,7 +23,7 @@ import numpy as np
 from common import differences, reference
 from common.data import FashionMNIST, load_fashion_mnist, scale_images
 from common.data_parallel import ReplicaJob
-from common.interface import TrainConfig
+from common.interface import DEFAULT_LR, MAX_SEED, TrainConfig
 from common.parity import PROBE_SIZE
 from common.training import TrainingDiverged, fit, step_losses
 from common.weights import Weights, save_weights
@@ -33,9 +35,10 @@ ERROR_CHARS = 150  # a raised error is recorded as its first line, cut to this l
 REDUCTION_REPLICAS = 3
 REDUCTION_TRAIN_SUBSET = 600
 REDUCTION_TEST_SUBSET = 256
-# What frameworks/<name>/pitfalls.py exports (frameworks.get_part checks it): the measurements, and
-# the data-parallel engine, mistaken trainer and mistake's line the shared reduction measurement runs.
-PITFALLS_API = ("measure", "REDUCTION_ENGINE", "MeanOfShardMeansTrainer", "NAIVE_REDUCTION")
+# What frameworks/<name>/pitfalls.py exports (frameworks.get_part checks it), besides its measure_<key>
+# functions (see measure): the data-parallel engine, mistaken trainer and mistake's line that the
+# shared reduction measurement runs.
+PITFALLS_API = ("REDUCTION_ENGINE", "MeanOfShardMeansTrainer", "NAIVE_REDUCTION")
 # The backends with a pitfalls.py: the numpy oracle has no framework to mishandle.
 FRAMEWORKS_WITH_PITFALLS = ("pytorch", "tensorflow", "jax", "mxnet")
 # One test guards the reduction in every framework: it runs each framework's engine both ways.
@@ -44,7 +47,7 @@ REDUCTION_TEST = differences.REDUCTION_TEST
 
 @dataclass(frozen=True)
 class PitfallContext:
-    """What a backend's measure() gets.
+    """What a backend's measure_<difference>(ctx, runs) functions get.
 
     config is the comparison's recipe (classic, SGD lr 0.1, batch 128, its epochs and seed) and
     initial its canonical starting weights. When this framework's comparison run finished,
@@ -86,6 +89,81 @@ class PitfallContext:
         nothing, and the full recipe would cost ten epochs per mistake.
         """
         return self.recipe(variant="modern", epochs=self.short_epochs)
+
+    def adam_recipe(self) -> TrainConfig:
+        """The short Adam run (PyTorch's defaults, lr 0.001) the batch-order mistake is measured on:
+        unlike the classic recipe's SGD, it classifies after one epoch."""
+        return self.recipe(optimizer="adam", lr=DEFAULT_LR["adam"], epochs=self.short_epochs)
+
+
+class CorrectRuns:
+    """The correct runs the mistakes are set against: the backend's own model and training from
+    ctx.initial in the common batch order, each trained at most once and only when a measurement
+    asks for it. The full recipe's run is the comparison's own when it finished (ctx.correct_history
+    and ctx.trained), so `compare.py --pitfalls` does not train it again.
+
+    Every backend's measurements share this one cache (common.pitfalls.measure makes it), so a run
+    two mistakes are set against, such as the short modern run of the loss and dropout mistakes,
+    is trained once.
+    """
+
+    def __init__(self, backend, ctx: PitfallContext):
+        self.backend, self.ctx = backend, ctx
+        self._finished: dict[TrainConfig, tuple[list[dict], object]] = {}
+
+    def start(self, config: TrainConfig, weights: Weights | None = None):
+        """A fresh model of config's variant on config's device, holding ctx.initial (or weights)."""
+        model = self.backend.build(config.variant, config.device)
+        self.backend.set_weights(model, self.ctx.initial if weights is None else weights)
+        return model
+
+    def _run(self, config: TrainConfig) -> tuple[list[dict], object]:
+        if config not in self._finished:
+            model = self.start(config)
+            self._finished[config] = self.backend.train(model, self.ctx.data, config), model
+        return self._finished[config]
+
+    def history(self, config: TrainConfig) -> list[dict]:
+        """The correct run's per-epoch history under config."""
+        if config == self.ctx.config and self.ctx.correct_history is not None:
+            return self.ctx.correct_history
+        return self._run(config)[0]
+
+    def trained_model(self, config: TrainConfig):
+        """The correct run's model after training under config (shared: read it, do not change it)."""
+        return self._run(config)[1]
+
+    @property
+    def full_history(self) -> list[dict]:
+        """The recipe's run (ctx.config): the comparison's, or trained here."""
+        return self.history(self.ctx.config)
+
+    def epoch(self, epochs: int) -> dict:
+        """The recipe's history entry after `epochs` epochs. A shorter run is a prefix of a longer one
+        (an epoch's batches depend only on the seed and the epoch's number), so a known run answers
+        when it is long enough."""
+        known = self.ctx.correct_history if self.ctx.correct_history is not None else self._finished.get(self.ctx.config, ([],))[0]
+        if len(known) >= epochs:
+            return known[epochs - 1]
+        return self.history(self.ctx.recipe(epochs=epochs))[-1]
+
+    def trained(self) -> tuple[Weights, str]:
+        """Trained weights to score the weight-loading mistakes with, and where they come from: the
+        comparison's, else the recipe's run when it is trained here anyway, else the short Adam run
+        the batch-order mistake trains (the recipe's SGD barely moves in its first epochs)."""
+        if self.ctx.trained is not None:
+            return self.ctx.trained, "the comparison's run"
+        config = self.ctx.config if self.ctx.correct_history is None else self.ctx.adam_recipe()
+        source = f"{epochs_text(config.epochs)} of the recipe" if config == self.ctx.config else f"Adam, {epochs_text(config.epochs)}"
+        return self.backend.get_weights(self.trained_model(config)), source
+
+    def mistaken_run(self, config: TrainConfig, trainer_class: type | None = None, model=None) -> tuple[float | str, list[float]]:
+        """A mistaken run in the common loop: a trainer_class (the backend's Trainer with one hook
+        replaced) from ctx.initial, or the backend's own Trainer from a mistaken model. Returns its
+        final test accuracy, or "diverged: ...", and its test accuracy after each epoch."""
+        model = self.start(config) if model is None else model
+        trainer = (trainer_class or self.backend.Trainer)(model, self.ctx.data, config)
+        return final_accuracy_and_curve(trainer, lambda x, y: self.backend.evaluate(model, x, y), self.ctx.data, config)
 
 
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
@@ -154,6 +232,25 @@ def max_abs_error_vs_oracle(logits: np.ndarray, weights: Weights, x: np.ndarray,
     return float(np.max(np.abs(np.asarray(logits, np.float64) - reference.forward(weights, x, variant))))
 
 
+def weight_loading_records(ctx: PitfallContext, runs: CorrectRuns, difference, mistake: str, load_wrongly: Callable, test: str) -> list[dict]:
+    """A weight-loading mistake, load_wrongly(model, weights), against the backend's set_weights,
+    measured twice: the forward pass from ctx.initial against the float64 oracle, and the test
+    accuracy of trained weights (runs.trained())."""
+    backend, variant = runs.backend, ctx.config.variant
+    model = runs.start(ctx.config)
+    trained, trained_from = runs.trained()
+    errors, accuracies = [], []
+    for load in (backend.set_weights, load_wrongly):
+        load(model, ctx.initial)
+        errors.append(max_abs_error_vs_oracle(backend.forward(model, ctx.probe_x), ctx.initial, ctx.probe_x, variant))
+        load(model, trained)
+        accuracies.append(float(backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1]))
+    return [
+        record(difference, mistake, backend.name, "forward max abs error vs oracle (initial weights, probe batch)", *errors, test),
+        record(difference, mistake, backend.name, f"test accuracy of the trained weights ({trained_from})", *accuracies, test),
+    ]
+
+
 def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
     """Train with the common loop and return the final test accuracy, or "diverged (...)" when the
     loss leaves the rails (a mistake's effect is then the divergence itself)."""
@@ -190,6 +287,30 @@ def step_loss_curves(correct_trainer, mistaken_trainer, data: FashionMNIST, conf
         losses = step_losses(trainer, data, config, steps)
         curves[name] = losses[: next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), len(losses))]
     return dict(curves=curves, curve_label="training loss per step", curve_x="step")
+
+
+def batch_order_record(ctx: PitfallContext, runs: CorrectRuns, own_order_trainer: type, mistake: str, test: str) -> dict:
+    """The differences.BATCH_ORDER row of one framework: the short Adam run (ctx.adam_recipe()) in the
+    common batch order against the same run on the framework's own shuffling (own_order_trainer, the
+    backend's Trainer stepping on the batches its framework's loader draws), and the common order of
+    the next seed, which shows how far any other order moves a run.
+
+    Shuffling is not wrong: the cost is that runs in two frameworks stop being comparable step by
+    step, and their results then differ as much as two seeds' do (batch_order_spread sets every
+    framework's curves side by side).
+    """
+    config = ctx.adam_recipe()
+    common = runs.history(config)
+    model = runs.start(config)
+    own = fit(own_order_trainer(model, ctx.data, config), lambda x, y: runs.backend.evaluate(model, x, y), ctx.data, config)
+    other_seed = runs.history(replace(config, seed=(config.seed + 1) % (MAX_SEED + 1)))
+    row = record(
+        differences.BATCH_ORDER, mistake, runs.backend.name, f"final test accuracy (Adam, {epochs_text(config.epochs)})",
+        common[-1]["test_accuracy"], own[-1]["test_accuracy"], test,
+    )
+    row["curves"] = {name: [epoch["train_loss"] for epoch in history] for name, history in (("common", common), ("own", own), ("other_seed", other_seed))}
+    row["other_seed_accuracy"] = other_seed[-1]["test_accuracy"]
+    return row
 
 
 def largest_gap(losses, reference_losses) -> float:
@@ -255,17 +376,52 @@ def reduction_gaps(
     return gaps[0], gaps[1]
 
 
-def data_parallel_reduction(
-    ctx: PitfallContext, backend, train_data_parallel: Callable[[ReplicaJob], dict], engine: str, mistaken_trainer: type, mistake: str
-) -> dict:
-    """The differences.DATA_PARALLEL_REDUCTION row: ctx.first_steps SGD steps of the classic recipe on the CPU
-    (no dropout, whose masks each replica would draw on its own), so that the reduction is the
-    runs' only difference."""
+def data_parallel_reduction(ctx: PitfallContext, backend, mistakes, train_data_parallel: Callable[[ReplicaJob], dict]) -> dict:
+    """The differences.DATA_PARALLEL_REDUCTION row, one measurement for every framework: its engine
+    (mistakes.REDUCTION_ENGINE) with its DataParallelTrainer and with mistakes.MeanOfShardMeansTrainer,
+    ctx.first_steps SGD steps of the classic recipe on the CPU (no dropout, whose masks each replica
+    would draw on its own), so that the reduction is the runs' only difference."""
     config = ctx.recipe(variant="classic", epochs=1, device="cpu")
-    correct, mistaken = reduction_gaps(backend, train_data_parallel, engine, mistaken_trainer, ctx.initial, config, ctx.data.source or None, ctx.first_steps)
+    engine = mistakes.REDUCTION_ENGINE
+    correct, mistaken = reduction_gaps(
+        backend, train_data_parallel, engine, mistakes.MeanOfShardMeansTrainer, ctx.initial, config, ctx.data.source or None, ctx.first_steps
+    )
     return record(
-        differences.DATA_PARALLEL_REDUCTION, mistake, backend.name,
+        differences.DATA_PARALLEL_REDUCTION, mistakes.NAIVE_REDUCTION, backend.name,
         f"max step-loss gap vs 1 replica ({REDUCTION_REPLICAS} replicas, {engine} engine, unequal shards; "
         f"{ctx.first_steps} steps on {REDUCTION_TRAIN_SUBSET} images)",
         correct, mistaken, REDUCTION_TEST,
     )
+
+
+def measurement_name(difference: differences.Difference) -> str:
+    """The function of frameworks/<name>/pitfalls.py that measures a difference: measure_<key>."""
+    return f"measure_{difference.key}"
+
+
+def measurements(mistakes) -> list[tuple[differences.Difference, Callable]]:
+    """A pitfalls module's measure_<key>(ctx, runs) functions, in the registry's order."""
+    known = {measurement_name(difference) for difference in differences.DIFFERENCES}
+    unknown = sorted(name for name in vars(mistakes) if name.startswith("measure_") and name not in known)
+    if unknown:
+        raise TypeError(f"{mistakes.__name__} defines {unknown}: measure_<key> must name a difference of common/differences.py")
+    return [
+        (difference, getattr(mistakes, measurement_name(difference)))
+        for difference in differences.DIFFERENCES
+        if hasattr(mistakes, measurement_name(difference))
+    ]
+
+
+def measure(ctx: PitfallContext, backend, mistakes, train_data_parallel: Callable[[ReplicaJob], dict]) -> list[dict]:
+    """Every mistake a framework's pitfalls.py (`mistakes`) makes, measured in the registry's order
+    against the correct runs of one CorrectRuns, then the shared measurements. A measurement returns
+    one record, or a list where a mistake has two measures."""
+    runs = CorrectRuns(backend, ctx)
+    records = []
+    for _, measurement in measurements(mistakes):
+        result = measurement(ctx, runs)
+        records += result if isinstance(result, list) else [result]
+    # Measured the same way in every framework, from what its pitfalls.py declares (PITFALLS_API);
+    # last in the registry's order too.
+    records.append(data_parallel_reduction(ctx, backend, mistakes, train_data_parallel))
+    return records

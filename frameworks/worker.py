@@ -30,6 +30,7 @@ from common.data_parallel import ReplicaJob
 from common.files import atomic_write, write_json
 from common.onnx_judge import FRAMEWORKS_WITH_EXPORTER
 from common.pitfalls import PitfallContext
+from common.pitfalls import measure as measure_pitfalls
 from common.protocol import Job
 from common.training import step_losses
 from common.weights import load_weights, save_weights
@@ -148,7 +149,7 @@ def data_parallel_phase(backend, job: Job) -> dict:
 
 def pitfalls_phase(backend, job: Job) -> dict:
     """The mistakes, measured against this framework's own comparison run when it finished."""
-    pitfalls = get_part(backend.name, "pitfalls")
+    mistakes, distributed = get_part(backend.name, "pitfalls"), get_part(backend.name, "distributed")
     data = load_fashion_mnist(job.data_dir, train_subset=job.train_subset, test_subset=job.test_subset)
     trained = job.weights.get("trained")
     context = PitfallContext(
@@ -156,7 +157,7 @@ def pitfalls_phase(backend, job: Job) -> dict:
         trained=load_weights(trained) if trained else None, correct_history=job.history, first_steps=job.steps,
     )
     emit(event="start", epochs=1)
-    return dict(pitfalls=pitfalls.measure(context))
+    return dict(pitfalls=measure_pitfalls(context, backend, mistakes, distributed.train_data_parallel))
 
 
 PHASE_FUNCTIONS = {"run": run_phase, "crosseval": crosseval_phase, "data_parallel": data_parallel_phase, "pitfalls": pitfalls_phase}

@@ -18,7 +18,7 @@ from common.data import load_fashion_mnist
 from common.data_parallel import DISTRIBUTED_API, ReplicaFailed, ReplicaJob, check_engine, run_processes, shard, shard_bounds
 from common.interface import TrainConfig, missing_names
 from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
-from common.pitfalls import reduction_gaps
+from common.pitfalls import measurements, reduction_gaps
 from common.training import fit, step_losses
 from common.weights import init_weights, load_weights, save_weights
 from frameworks import get_part
@@ -87,6 +87,7 @@ def test_distributed_and_pitfalls_modules_fulfil_their_contracts(backend):
     pitfalls = get_part(backend.name, "pitfalls")
     assert pitfalls.REDUCTION_ENGINE in distributed.ENGINES
     assert issubclass(pitfalls.MeanOfShardMeansTrainer, distributed.DataParallelTrainer)
+    assert measurements(pitfalls), f"frameworks/{backend.name}/pitfalls.py measures nothing"  # and every measure_<key> names an entry
 
 
 @pytest.mark.slow

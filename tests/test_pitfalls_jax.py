@@ -2,7 +2,7 @@
 
 Every test checks that the project's handling matches the float64 oracle (common.reference) within
 the parity tolerance and that the mistaken variant of frameworks/jax/pitfalls.py falls outside it,
-so a test fails when the handling it guards is removed. The records of pitfalls.measure() name these tests.
+so a test fails when the handling it guards is removed. The records of common.pitfalls.measure() name these tests.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from common import reference, spec
 from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, STEP_LOSS_TOL
-from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle, measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,7 +31,7 @@ except BackendUnavailable as err:  # in the jax env conftest makes this an error
 import jax.numpy as jnp  # noqa: E402  (only once jax imports)
 from flax import nnx  # noqa: E402
 
-from frameworks.jax import pitfalls  # noqa: E402
+from frameworks.jax import distributed, pitfalls  # noqa: E402
 
 THIS_FILE = "tests/test_pitfalls_jax.py"
 DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
@@ -161,7 +161,7 @@ def test_dropout_is_off_at_evaluation():
 
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
-    records = pitfalls.measure(tiny_pitfall_context)
+    records = measure(tiny_pitfall_context, backend, pitfalls, distributed.train_data_parallel)
     assert {r["difference"] for r in records} == {
         "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Batch order", "Dropout at evaluation", "Data-parallel reduction",
     }

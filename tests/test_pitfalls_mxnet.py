@@ -17,7 +17,7 @@ from common.data import FashionMNIST, scale_images
 from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
-from common.pitfalls import REDUCTION_TEST, largest_gap, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, largest_gap, max_abs_error_vs_oracle, measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,7 +31,7 @@ except BackendUnavailable as err:  # in the mxnet env conftest.py makes this an 
 import mxnet as mx  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
-from frameworks.mxnet import pitfalls  # noqa: E402
+from frameworks.mxnet import distributed, pitfalls  # noqa: E402
 from frameworks.numpy.train import Adam as PyTorchStyleAdam  # noqa: E402
 
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
@@ -208,7 +208,7 @@ def test_forward_runs_dropout_in_predict_mode():
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
     ctx = tiny_pitfall_context
-    records = pitfalls.measure(ctx)
+    records = measure(ctx, backend, pitfalls, distributed.train_data_parallel)
 
     assert len(records) == 7 and len({r["difference"] for r in records}) == 7
     for entry in records:

@@ -3,7 +3,7 @@
 Every test checks that the project's handling matches the float64 oracle (common.reference, or the
 numpy backend built on it) within the parity tolerance, and that the mistaken variant of
 frameworks/pytorch/pitfalls.py falls outside it, so a test fails when the handling it guards is
-removed. The records of pitfalls.measure() name these tests.
+removed. The records of common.pitfalls.measure() name these tests.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from common.data import FashionMNIST, batch_order, scale_images
 from common.differences import BY_TITLE
 from common.interface import TrainConfig
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL, relative_error
-from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle
+from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle, measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,7 +31,7 @@ except BackendUnavailable as err:  # in the pytorch env conftest makes this an e
 
 import torch  # noqa: E402  (only once pytorch imports)
 
-from frameworks.pytorch import pitfalls  # noqa: E402
+from frameworks.pytorch import distributed, pitfalls  # noqa: E402
 from frameworks.pytorch.convert import canonical_params  # noqa: E402
 
 DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
@@ -189,7 +189,7 @@ def test_own_shuffling_is_a_new_permutation_every_epoch(fashion_mnist):
 
 
 def test_evaluation_turns_dropout_off():
-    weights = random_weights()
+    weights = init_weights(1, "modern")  # Xavier's scale: random_weights' ReLU logits grow past where 1e-5 is float32's noise
     model = model_with(weights, "modern")
     x, _ = random_batch(64)
     model.train()  # as a training step leaves it
@@ -215,7 +215,7 @@ def test_float32_means_ieee_not_tf32():
 
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
-    records = pitfalls.measure(tiny_pitfall_context)
+    records = measure(tiny_pitfall_context, backend, pitfalls, distributed.train_data_parallel)
     this_module = sys.modules[__name__]
     for entry in records:
         assert RECORD_KEYS <= set(entry), entry

@@ -1,6 +1,6 @@
 """What each framework difference costs in JAX/Flax when a user gets it wrong, measured for real.
 
-measure(ctx) makes each mistake a Flax NNX + optax user would make, runs it with JAX, and sets it
+Each measure_<difference>(ctx, runs) makes a mistake a Flax NNX + optax user would make, runs it with JAX, and sets it
 beside the correct run from the same start (ctx.initial, the common batch order, the backend's own
 Trainer). Each mistake is one small named function or Trainer subclass below; everything else is
 the backend's own code (build, set_weights, forward, evaluate, Trainer), so a record measures the
@@ -9,9 +9,7 @@ mistake and nothing more. tests/test_pitfalls_jax.py guards each difference agai
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +20,19 @@ import frameworks.jax as backend
 from common import differences, spec
 from common.interface import TrainConfig
 from common.pitfalls import (
+    CorrectRuns,
     PitfallContext,
     accuracy_curves,
-    data_parallel_reduction,
+    batch_order_record,
     epochs_text,
     error_line,
-    final_accuracy,
-    final_accuracy_and_curve,
     guarded_by,
     max_abs_error_vs_oracle,
     record,
     spread,
     step_loss_curves,
+    weight_loading_records,
 )
-from common.training import fit
 from common.weights import Weights
 from frameworks.jax import distributed
 from frameworks.jax.model import _LAYERS, PRECISION, LeNet, model_device
@@ -50,60 +47,6 @@ def _place_like(model: LeNet, device) -> LeNet:
     """Commit every array of a model with swapped layers to one device, as backend.build does."""
     nnx.update(model, jax.device_put(nnx.state(model), device))
     return model
-
-
-def _evaluate_on(model: LeNet) -> Callable:
-    return lambda x, y: backend.evaluate(model, x, y)
-
-
-def accuracy_on_test_set(model: LeNet, ctx: PitfallContext) -> float:
-    return float(backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1])
-
-
-class CorrectRuns:
-    """The correct runs the pitfalls are set against, each trained at most once and only when needed.
-
-    The full recipe's correct run is the comparison's (ctx.correct_history) when there is one.
-    """
-
-    def __init__(self, ctx: PitfallContext):
-        self.ctx = ctx
-        self.finished: dict[TrainConfig, tuple[list[dict], Weights]] = {}
-        # One model per variant, refilled for each run: the backend's jitted step is compiled per model
-        # object (each build() makes new pooling partials, which its static graph definition compares
-        # by identity), so a fresh model per run would compile the step again.
-        self.models: dict[str, LeNet] = {}
-
-    def start_model(self, variant: str, weights: Weights | None = None) -> LeNet:
-        """The backend's model holding ctx.initial, or other weights to start from."""
-        if variant not in self.models:
-            self.models[variant] = backend.build(variant, self.ctx.config.device)
-        backend.set_weights(self.models[variant], self.ctx.initial if weights is None else weights)
-        return self.models[variant]
-
-    def train(self, config: TrainConfig) -> tuple[list[dict], Weights]:
-        """The backend's own training from ctx.initial, once per config: the history and the trained weights."""
-        if config not in self.finished:
-            model = self.start_model(config.variant)
-            history = backend.train(model, self.ctx.data, config)
-            self.finished[config] = history, backend.get_weights(model)
-        return self.finished[config]
-
-    def full_history(self) -> list[dict]:
-        return self.ctx.correct_history if self.ctx.correct_history is not None else self.train(self.ctx.config)[0]
-
-    def adam_recipe(self) -> TrainConfig:
-        return self.ctx.recipe(optimizer="adam", lr=0.001, epochs=self.ctx.short_epochs)
-
-    def trained(self) -> tuple[Weights, str]:
-        """Weights to score the layout mistakes with: the comparison's, else a run this measurement trains anyway."""
-        if self.ctx.trained is not None:
-            return self.ctx.trained, "the comparison's run"
-        if self.ctx.correct_history is None:  # the full correct run is trained for the initializer anyway
-            return self.train(self.ctx.config)[1], f"{self.ctx.config.epochs} epochs of the recipe"
-        # The classic SGD recipe barely moves in its first epochs; Adam from the same start classifies
-        # after one, and the batch-order pitfall trains exactly that run.
-        return self.train(self.adam_recipe())[1], f"Adam, {epochs_text(self.ctx.short_epochs)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,28 +75,18 @@ def set_weights_with_reshaped_kernels(model: LeNet, weights: Weights) -> None:
             kernel[...] = jax.device_put(weights[f"{layer.name}.weight"].reshape(kernel.shape), model_device(model))
 
 
-def measure_layout(ctx: PitfallContext, trained: Weights, trained_from: str) -> list[dict]:
-    mistakes = [
-        (differences.FLATTEN_ORDER, 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
-         "test_flatten_order_needs_hwc_columns"),
-        (differences.KERNEL_LAYOUT, "model.conv1.kernel[...] = w.reshape(5, 5, 1, 6)", set_weights_with_reshaped_kernels,
-         "test_kernel_layout_needs_a_transpose"),
-    ]
-    variant = ctx.config.variant
-    correct_model, mistaken_model = backend.build(variant, ctx.config.device), backend.build(variant, ctx.config.device)
-    records = []
-    for difference, mistake, set_mistaken, test in mistakes:
-        errors, accuracies = [], []
-        for set_weights, model in ((backend.set_weights, correct_model), (set_mistaken, mistaken_model)):
-            set_weights(model, ctx.initial)
-            errors.append(max_abs_error_vs_oracle(backend.forward(model, ctx.probe_x), ctx.initial, ctx.probe_x, variant))
-            set_weights(model, trained)
-            accuracies.append(accuracy_on_test_set(model, ctx))
-        records += [
-            record(difference, mistake, FRAMEWORK, "forward max abs error vs oracle (initial weights, probe batch)", *errors, guarded_by(FRAMEWORK, test)),
-            record(difference, mistake, FRAMEWORK, f"test accuracy of the trained weights ({trained_from})", *accuracies, guarded_by(FRAMEWORK, test)),
-        ]
-    return records
+def measure_flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+    return weight_loading_records(
+        ctx, runs, differences.FLATTEN_ORDER, 'model.fc1.kernel[...] = weights["fc1.weight"].T', set_weights_without_flatten_permutation,
+        guarded_by(FRAMEWORK, "test_flatten_order_needs_hwc_columns"),
+    )
+
+
+def measure_kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
+    return weight_loading_records(
+        ctx, runs, differences.KERNEL_LAYOUT, "model.conv1.kernel[...] = w.reshape(5, 5, 1, 6)", set_weights_with_reshaped_kernels,
+        guarded_by(FRAMEWORK, "test_kernel_layout_needs_a_transpose"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +122,7 @@ def features_reaching(shapes: list[tuple[str, tuple[int, ...]]], layer_name: str
     return dict(shapes)[layer_name][0]
 
 
-def measure_padding(ctx: PitfallContext) -> list[dict]:
+def measure_padding(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     mistake = 'nnx.Conv(6, 16, (5, 5), padding="SAME", rngs=rngs)  # conv2'
     test = guarded_by(FRAMEWORK, "test_padding_same_on_conv2_breaks_fc1")
     variant = ctx.config.variant
@@ -242,12 +175,11 @@ def build_with_flax_default_init(variant: str, seed: int, device: str = "cpu") -
 def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     # Trained as the backend's own LeNet holding those numbers: the same compiled step as the correct run.
     flax_default = backend.get_weights(build_with_flax_default_init(ctx.config.variant, ctx.config.seed, ctx.config.device))
-    model = runs.start_model(ctx.config.variant, flax_default)
-    mistaken, curve = final_accuracy_and_curve(backend.Trainer(model, ctx.data, ctx.config), _evaluate_on(model), ctx.data, ctx.config)
+    mistaken, curve = runs.mistaken_run(ctx.config, model=runs.start(ctx.config, flax_default))
     return record(
         differences.INITIALIZER, 'nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=nnx.Rngs(seed))  # no kernel_init', FRAMEWORK,
-        f"final test accuracy ({epochs_text(ctx.config.epochs)}, the d2l recipe)", runs.full_history()[-1]["test_accuracy"], mistaken,
-        guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"), **accuracy_curves(runs.full_history(), curve),
+        f"final test accuracy ({epochs_text(ctx.config.epochs)}, the d2l recipe)", runs.epoch(ctx.config.epochs)["test_accuracy"], mistaken,
+        guarded_by(FRAMEWORK, "test_initializer_is_the_canonical_start"), **accuracy_curves(runs.full_history, curve),
     )
 
 
@@ -273,15 +205,13 @@ def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     # The short modern run (PitfallContext.loss_recipe): its ReLUs are unbounded, so steps 128 times
     # too large blow the loss up within it, where the classic sigmoids would saturate and stall.
     config = ctx.loss_recipe()
-    model = runs.start_model(config.variant)
-    mistaken = final_accuracy(SummedLossTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
+    mistaken, _ = runs.mistaken_run(config, SummedLossTrainer)
     return record(
         differences.LOSS, "optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()", FRAMEWORK,
-        f"final test accuracy, or the divergence (modern, SGD, {epochs_text(config.epochs)})", runs.train(config)[0][-1]["test_accuracy"], mistaken,
+        f"final test accuracy, or the divergence (modern, SGD, {epochs_text(config.epochs)})", runs.history(config)[-1]["test_accuracy"], mistaken,
         guarded_by(FRAMEWORK, "test_loss_is_the_batch_mean"),
         **step_loss_curves(
-            backend.Trainer(runs.start_model(config.variant), ctx.data, config), SummedLossTrainer(runs.start_model(config.variant), ctx.data, config),
-            ctx.data, config,
+            backend.Trainer(runs.start(config), ctx.data, config), SummedLossTrainer(runs.start(config), ctx.data, config), ctx.data, config,
         ),
     )
 
@@ -317,19 +247,9 @@ class UserShuffledTrainer(backend.Trainer):
 
 
 def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
-    config = runs.adam_recipe()
-    model = runs.start_model(config.variant)
-    own = fit(UserShuffledTrainer(model, ctx.data, config), _evaluate_on(model), ctx.data, config)
-    other_seed, _ = runs.train(dataclasses.replace(config, seed=config.seed + 1))
-    common, _ = runs.train(config)
-    result = record(
-        differences.BATCH_ORDER, "perm = jax.random.permutation(jax.random.key(seed), n)", FRAMEWORK, "final test accuracy (Adam, short run)",
-        common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(FRAMEWORK, "test_batch_order_is_the_common_one"),
+    return batch_order_record(
+        ctx, runs, UserShuffledTrainer, "perm = jax.random.permutation(jax.random.key(seed), n)", guarded_by(FRAMEWORK, "test_batch_order_is_the_common_one")
     )
-    result["curves"] = {name: [entry["train_loss"] for entry in history] for name, history in
-                        (("common", common), ("own", own), ("other_seed", other_seed))}
-    result["other_seed_test_accuracy"] = other_seed[-1]["test_accuracy"]  # how far another order moves it anyway
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,8 +266,7 @@ def training_mode(model: LeNet, stream: int) -> LeNet:
 
 
 def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> dict:
-    _, weights = runs.train(ctx.loss_recipe())  # the loss mistake's correct run: modern, so it has dropout
-    model = runs.start_model("modern", weights)
+    model = runs.trained_model(ctx.loss_recipe())  # the loss mistake's correct run: modern, so it has dropout
     x, y = ctx.test_x, ctx.data.test_labels
     correct = [float(backend.evaluate(model, x, y)[1]) for _ in range(DROPOUT_EVALUATIONS)]
     mistaken = [float(backend.evaluate(training_mode(model, stream), x, y)[1]) for stream in range(DROPOUT_EVALUATIONS)]
@@ -391,21 +310,3 @@ class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
     def __init__(self, model: LeNet, data, config: TrainConfig, mesh):
         super().__init__(model, data, config, mesh)
         self.objective = mean_of_shard_means(self.replicas)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def measure(ctx: PitfallContext) -> list[dict]:
-    """One record per pitfall (two where a mistake has two measures), each against the correct run from ctx.initial."""
-    runs = CorrectRuns(ctx)
-    trained, trained_from = runs.trained()
-    return [
-        *measure_layout(ctx, trained, trained_from),
-        *measure_padding(ctx),
-        measure_initializer(ctx, runs),
-        measure_loss(ctx, runs),
-        measure_batch_order(ctx, runs),
-        measure_dropout_at_evaluation(ctx, runs),
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
-    ]

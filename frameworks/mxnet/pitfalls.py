@@ -1,6 +1,6 @@
 """What each MXNet Gluon difference costs when a user gets it wrong, measured for real.
 
-measure(ctx) makes each mistake a Gluon user would make, with MXNet itself, and sets it against
+Each measure_<difference>(ctx, runs) makes a mistake a Gluon user would make, with MXNet itself, and sets it against
 the correct run from the same start: ctx.initial's weights, the common batch order
 (common.training.fit and step_losses) and the backend's own Trainer. Each mistaken variant is a
 small named function or class here that reuses the backend's pieces and changes only what the
@@ -20,12 +20,12 @@ from mxnet.gluon import nn
 from common import differences, spec
 from common.interface import DEFAULT_LR, TrainConfig
 from common.pitfalls import (
+    CorrectRuns,
     PitfallContext,
     accuracy_curves,
-    data_parallel_reduction,
+    batch_order_record,
     epochs_text,
     error_line,
-    final_accuracy_and_curve,
     guarded_by,
     largest_gap,
     record,
@@ -43,42 +43,11 @@ REDUCTION_ENGINE = "local"
 DROPOUT_EVALUATIONS = 5
 
 
-def model_from(weights, config: TrainConfig):
-    """The backend's network for config's variant and device, holding the given canonical weights."""
-    model = backend.build(config.variant, config.device)
-    backend.set_weights(model, weights)
-    return model
-
-
-def evaluator(model):
-    return lambda x, y: backend.evaluate(model, x, y)
-
-
-def correct_history(ctx: PitfallContext) -> list[dict]:
-    """The comparison's own run of the recipe; trained here only when the context has none."""
-    if ctx.correct_history is not None:
-        return ctx.correct_history
-    model = model_from(ctx.initial, ctx.config)
-    return backend.train(model, ctx.data, ctx.config)
-
-
-def correct_epoch(ctx: PitfallContext, history: list[dict], epochs: int) -> dict:
-    """The correct run's history entry after `epochs` epochs of the recipe.
-
-    A shorter run is a prefix of the full one (an epoch's batch order depends only on the seed and
-    the epoch's number), so the full run's history answers when it is long enough.
-    """
-    if len(history) >= epochs:
-        return history[epochs - 1]
-    config = ctx.recipe(epochs=epochs)
-    return backend.train(model_from(ctx.initial, config), ctx.data, config)[-1]
-
-
 def last_epoch_or_divergence(trainer, model, ctx: PitfallContext, config: TrainConfig) -> dict | str:
     """The last history entry of a run with the common loop, or the divergence text
     (common.pitfalls.final_accuracy's rule, for a metric other than the accuracy)."""
     try:
-        return fit(trainer, evaluator(model), ctx.data, config)[-1]
+        return fit(trainer, lambda x, y: backend.evaluate(model, x, y), ctx.data, config)[-1]
     except TrainingDiverged as err:
         return f"diverged: {err}"
 
@@ -102,14 +71,13 @@ def build_with_gluon_default_init(variant: str, device: str, seed: int):
     return model
 
 
-def measure_initializer(ctx: PitfallContext, history: list[dict]) -> dict:
+def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     config = ctx.config
-    model = build_with_gluon_default_init(config.variant, config.device, config.seed)
-    mistaken, curve = final_accuracy_and_curve(backend.Trainer(model, ctx.data, config), evaluator(model), ctx.data, config)
+    mistaken, curve = runs.mistaken_run(config, model=build_with_gluon_default_init(config.variant, config.device, config.seed))
     return record(
         differences.INITIALIZER, "net.initialize()", FRAMEWORK, f"final test accuracy ({epochs_text(config.epochs)})",
-        correct_epoch(ctx, history, config.epochs)["test_accuracy"], mistaken, guarded_by(FRAMEWORK, "test_initializer_is_glorot_uniform_not_gluons_default"),
-        **accuracy_curves(history[: config.epochs], curve),
+        runs.epoch(config.epochs)["test_accuracy"], mistaken, guarded_by(FRAMEWORK, "test_initializer_is_glorot_uniform_not_gluons_default"),
+        **accuracy_curves(runs.full_history, curve),
     )
 
 
@@ -129,15 +97,15 @@ class GradientSumTrainer(backend.Trainer):
         return losses, 1
 
 
-def measure_step_of_one(ctx: PitfallContext, history: list[dict]) -> dict:
+def measure_gluon_step(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     """Training loss, not test accuracy: d2l's sigmoid LeNet takes a few epochs to leave the
     plateau of a uniform guess, so after a short run both nets can score chance on the test set,
     while the loss already shows whether a run descends or is thrown about (both accuracies are
     kept beside it)."""
     config = ctx.recipe(epochs=ctx.short_epochs)
-    model = model_from(ctx.initial, config)
+    model = runs.start(config)
     mistaken = last_epoch_or_divergence(GradientSumTrainer(model, ctx.data, config), model, ctx, config)
-    correct = correct_epoch(ctx, history, config.epochs)
+    correct = runs.epoch(config.epochs)
     return dict(
         record(
             differences.GLUON_STEP, "trainer.step(1)", FRAMEWORK,
@@ -199,7 +167,7 @@ def first_forward_error(model) -> str | None:
     return None
 
 
-def measure_padding(ctx: PitfallContext) -> dict:
+def measure_padding(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     variant, device = ctx.config.variant, ctx.config.device
     correct_model = backend.build(variant, device)
     mistaken_model = build_without_conv1_padding(variant, device)
@@ -257,18 +225,17 @@ def oracle_step_losses(ctx: PitfallContext, config: TrainConfig, steps: int) -> 
     return step_losses(oracle.make_trainer(model, ctx.data, replace(config, device="cpu")), ctx.data, config, steps)
 
 
-def mxnet_step_losses(ctx: PitfallContext, trainer_class, config: TrainConfig, steps: int) -> list[float]:
-    model = model_from(ctx.initial, config)
-    return step_losses(trainer_class(model, ctx.data, config), ctx.data, config, steps)
-
-
-def measure_adam_eps(ctx: PitfallContext) -> dict:
+def measure_optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     steps = ctx.first_steps
     sgd, adam = ctx.recipe(optimizer="sgd", lr=DEFAULT_LR["sgd"]), ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"])
-    sgd_gap = largest_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(ctx, backend.Trainer, sgd, steps))
+
+    def mxnet_step_losses(trainer_class, config: TrainConfig) -> list[float]:
+        return step_losses(trainer_class(runs.start(config), ctx.data, config), ctx.data, config, steps)
+
+    sgd_gap = largest_gap(oracle_step_losses(ctx, sgd, steps), mxnet_step_losses(backend.Trainer, sgd))
     oracle_adam = oracle_step_losses(ctx, adam, steps)
-    adam_gap = largest_gap(oracle_adam, mxnet_step_losses(ctx, backend.Trainer, adam, steps))
-    moved_eps_gap = largest_gap(oracle_adam, mxnet_step_losses(ctx, PyTorchEpsAdamTrainer, adam, steps))
+    adam_gap = largest_gap(oracle_adam, mxnet_step_losses(backend.Trainer, adam))
+    moved_eps_gap = largest_gap(oracle_adam, mxnet_step_losses(PyTorchEpsAdamTrainer, adam))
     return dict(
         record(
             differences.OPTIMIZER_DEFAULTS, "mx.optimizer.Adam(learning_rate=0.001, epsilon=1e-8)  # taken for torch.optim.Adam(lr=0.001, eps=1e-8)",
@@ -312,27 +279,10 @@ class DataLoaderOrderTrainer(backend.Trainer):
         return super().step(np.asarray(own_batch, np.int64))
 
 
-def train_losses(history: list[dict]) -> list[float]:
-    return [entry["train_loss"] for entry in history]
-
-
-def measure_batch_order(ctx: PitfallContext) -> dict:
-    config = ctx.recipe(optimizer="adam", lr=DEFAULT_LR["adam"], epochs=ctx.short_epochs)
-    other_seed = replace(config, seed=(config.seed + 1) % 2**32)
-
-    def run(trainer_class, run_config):
-        model = model_from(ctx.initial, run_config)
-        return fit(trainer_class(model, ctx.data, run_config), evaluator(model), ctx.data, run_config)
-
-    common, own, other = run(backend.Trainer, config), run(DataLoaderOrderTrainer, config), run(backend.Trainer, other_seed)
-    return dict(
-        record(
-            differences.BATCH_ORDER, "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)", FRAMEWORK,
-            "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own[-1]["test_accuracy"],
-            guarded_by(FRAMEWORK, "test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
-        ),
-        curves=dict(common=train_losses(common), own=train_losses(own), other_seed=train_losses(other)),
-        other_seed_accuracy=other[-1]["test_accuracy"],
+def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
+    return batch_order_record(
+        ctx, runs, DataLoaderOrderTrainer, "gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=128, shuffle=True)",
+        guarded_by(FRAMEWORK, "test_common_batch_order_matches_the_oracle_own_shuffle_does_not"),
     )
 
 
@@ -348,10 +298,9 @@ def accuracy_with_dropout_on(model, x: np.ndarray, y: np.ndarray) -> float:
         return evaluate_with(lambda chunk: backend.forward(model, chunk), x, y)[1]
 
 
-def measure_dropout_at_evaluation(ctx: PitfallContext) -> dict:
+def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     config = ctx.loss_recipe()  # the short modern run every framework's dropout pitfall trains
-    model = model_from(ctx.initial, config)
-    backend.train(model, ctx.data, config)
+    model = runs.trained_model(config)
     x, y = ctx.test_x, ctx.data.test_labels
     predict_mode = [backend.evaluate(model, x, y)[1] for _ in range(DROPOUT_EVALUATIONS)]
     train_mode = [accuracy_with_dropout_on(model, x, y) for _ in range(DROPOUT_EVALUATIONS)]
@@ -382,17 +331,3 @@ class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
 
     def reduce(self, losses, global_batch_size: int):
         return losses.mean(), self.group.shard_count
-
-
-def measure(ctx: PitfallContext) -> list[dict]:
-    """One record per MXNet pitfall, each the mistake run for real beside the correct run."""
-    history = correct_history(ctx)
-    return [
-        measure_initializer(ctx, history),
-        measure_step_of_one(ctx, history),
-        measure_padding(ctx),
-        measure_adam_eps(ctx),
-        measure_batch_order(ctx),
-        measure_dropout_at_evaluation(ctx),
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
-    ]

@@ -1,6 +1,6 @@
 """What each framework difference costs in PyTorch when a user gets it wrong: the mistakes, made for real.
 
-measure(ctx) makes each mistake a PyTorch user would make, with PyTorch, from the comparison's own
+Each measure_<difference>(ctx, runs) makes a mistake a PyTorch user would make, with PyTorch, from the comparison's own
 start (ctx.initial) on the common batch order, and sets it beside the correct run: the backend's
 own build, set_weights, forward and Trainer, unchanged. Each mistake is a small named function or
 Trainer subclass below that changes only what the mistake changes; tests/test_pitfalls_pytorch.py
@@ -23,19 +23,18 @@ from common.data import FashionMNIST
 from common.interface import LayerRow, TrainConfig
 from common.pitfalls import (
     NOT_MEASURED,
+    CorrectRuns,
     PitfallContext,
     accuracy_curves,
-    data_parallel_reduction,
+    batch_order_record,
     error_line,
-    final_accuracy,
-    final_accuracy_and_curve,
     guarded_by,
     max_abs_error_vs_oracle,
     record,
     spread,
     step_loss_curves,
 )
-from common.training import evaluate_with, fit
+from common.training import evaluate_with
 from frameworks import pytorch as backend
 from frameworks.pytorch import distributed
 from frameworks.pytorch.train import Trainer
@@ -186,82 +185,42 @@ def has_tf32() -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def start_model(ctx: PitfallContext, variant: str, device: str) -> nn.Sequential:
-    """The backend's model holding the comparison's starting weights."""
-    model = backend.build(variant, device)
-    backend.set_weights(model, ctx.initial)
-    return model
-
-
-def train_history(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer) -> list[dict]:
-    """One run of the common loop from ctx.initial: its per-epoch history."""
-    model = start_model(ctx, config.variant, config.device)
-    return fit(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
-
-
-def final_test_accuracy(ctx: PitfallContext, config: TrainConfig, trainer_class=Trainer) -> float | str:
-    """The final test accuracy of one run of the common loop from ctx.initial, or the divergence
-    text when the loss leaves the rails."""
-    model = start_model(ctx, config.variant, config.device)
-    return final_accuracy(trainer_class(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
-
-
-def correct_final_accuracy(ctx: PitfallContext) -> float | str:
-    """The correct run's final test accuracy under ctx.config: the comparison's own run when it
-    finished, else trained here once."""
-    history = ctx.correct_history
-    if history and len(history) >= ctx.config.epochs:
-        return history[ctx.config.epochs - 1]["test_accuracy"]
-    return final_test_accuracy(ctx, ctx.config)
-
-
 def recipe_text(config: TrainConfig) -> str:
     return f"{config.epochs} epoch(s), {config.variant}, {config.optimizer} lr {config.lr:g}"
 
 
-def measure_initializer(ctx: PitfallContext, correct: float | str) -> dict:
+def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     model = reinitialize_with_pytorch_defaults(backend.build(ctx.config.variant, ctx.config.device), ctx.config.seed)
-    mistaken, curve = final_accuracy_and_curve(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
+    mistaken, curve = runs.mistaken_run(ctx.config, model=model)
     return record(
         differences.INITIALIZER, "model = LeNet()  # no xavier_uniform_/zeros_: PyTorch's Kaiming-uniform(a=sqrt(5)), nonzero biases", backend.name,
-        f"final test accuracy ({recipe_text(ctx.config)})", correct, mistaken,
-        guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"), **accuracy_curves(ctx.correct_history, curve),
+        f"final test accuracy ({recipe_text(ctx.config)})", runs.epoch(ctx.config.epochs)["test_accuracy"], mistaken,
+        guarded_by(backend.name, "test_initializer_is_xavier_not_pytorch_default"), **accuracy_curves(runs.full_history, curve),
     )
 
 
-def train_correct_short_modern(ctx: PitfallContext) -> tuple[nn.Module, float]:
-    """The correct run of ctx.loss_recipe() (modern, SGD, short): the loss mistakes are set against
-    its accuracy, and its dropout layer is what the dropout mistake leaves on."""
+def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     config = ctx.loss_recipe()
-    model = start_model(ctx, config.variant, config.device)
-    history = fit(Trainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
-    return model, history[-1]["test_accuracy"]
-
-
-def measure_loss(ctx: PitfallContext, correct: float) -> list[dict]:
-    config = ctx.loss_recipe()
+    correct = runs.history(config)[-1]["test_accuracy"]
     metric = f"final test accuracy, or the divergence ({recipe_text(config)})"
     return [
         record(
             differences.LOSS, "F.cross_entropy(F.softmax(logits, dim=1), y)", backend.name, metric,
-            correct, final_test_accuracy(ctx, config, SoftmaxBeforeLossTrainer), guarded_by(backend.name, "test_loss_takes_logits_not_probabilities"),
+            correct, runs.mistaken_run(config, SoftmaxBeforeLossTrainer)[0], guarded_by(backend.name, "test_loss_takes_logits_not_probabilities"),
         ),
         # Steps 128 times too large: the modern variant's unbounded ReLUs blow the loss up within the
         # short run (the classic sigmoids would saturate and stall instead).
         record(
             differences.LOSS, 'F.cross_entropy(logits, y, reduction="sum")', backend.name, metric,
-            correct, final_test_accuracy(ctx, config, SummedLossTrainer), guarded_by(backend.name, "test_loss_is_the_batch_mean_not_the_sum"),
-            **step_loss_curves(
-                Trainer(start_model(ctx, config.variant, config.device), ctx.data, config),
-                SummedLossTrainer(start_model(ctx, config.variant, config.device), ctx.data, config), ctx.data, config,
-            ),
+            correct, runs.mistaken_run(config, SummedLossTrainer)[0], guarded_by(backend.name, "test_loss_is_the_batch_mean_not_the_sum"),
+            **step_loss_curves(Trainer(runs.start(config), ctx.data, config), SummedLossTrainer(runs.start(config), ctx.data, config), ctx.data, config),
         ),
     ]
 
 
-def measure_padding(ctx: PitfallContext) -> list[dict]:
+def measure_padding(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     variant, device, x = ctx.config.variant, ctx.config.device, ctx.probe_x
-    correct_model, mistaken_model = start_model(ctx, variant, device), build_without_conv1_padding(variant, device)
+    correct_model, mistaken_model = runs.start(ctx.config), build_without_conv1_padding(variant, device)
     backend.set_weights(mistaken_model, ctx.initial)  # accepted: padding changes no parameter's shape
     correct_rows, mistaken_rows = shapes_before_fc1(correct_model), shapes_before_fc1(mistaken_model)
     maps = ", ".join(f"{row.name} {','.join(map(str, row.shape))}" for row in mistaken_rows if row.name.startswith(("conv", "pool")))
@@ -280,25 +239,16 @@ def measure_padding(ctx: PitfallContext) -> list[dict]:
     ]
 
 
-def measure_batch_order(ctx: PitfallContext) -> dict:
-    config = ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
-    common, own = train_history(ctx, config), train_history(ctx, config, DataLoaderShuffleTrainer)
-    other_seed = train_history(ctx, ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs, seed=config.seed + 1))
-    entry = record(
-        differences.BATCH_ORDER, "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
-        backend.name, f"final test accuracy (Adam, short run: {recipe_text(config)})",
-        common[-1]["test_accuracy"], own[-1]["test_accuracy"], guarded_by(backend.name, "test_batches_follow_the_common_order"),
+def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
+    return batch_order_record(
+        ctx, runs, DataLoaderShuffleTrainer, "DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))",
+        guarded_by(backend.name, "test_batches_follow_the_common_order"),
     )
-    # The harness sets these curves beside every framework's: with the common order the frameworks
-    # should agree to float32 noise, with their own shuffling only as well as two seeds (same start) do.
-    entry["curves"] = {
-        kind: [epoch["train_loss"] for epoch in history] for kind, history in (("common", common), ("own", own), ("other_seed", other_seed))
-    }
-    return entry
 
 
-def measure_dropout_at_evaluation(ctx: PitfallContext, model: nn.Module) -> dict:
-    config = ctx.loss_recipe()  # what trained the model
+def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> dict:
+    config = ctx.loss_recipe()  # the loss mistake's correct run: modern, so it has dropout
+    model = runs.trained_model(config)
     test_x, test_y = ctx.test_x, ctx.data.test_labels
     in_eval_mode = [backend.evaluate(model, test_x, test_y)[1] for _ in range(EVALUATIONS)]
     in_train_mode = [evaluate_with(lambda chunk: forward_in_train_mode(model, chunk), test_x, test_y)[1] for _ in range(EVALUATIONS)]
@@ -310,7 +260,7 @@ def measure_dropout_at_evaluation(ctx: PitfallContext, model: nn.Module) -> dict
     )
 
 
-def measure_tf32(ctx: PitfallContext) -> dict:
+def measure_tf32(ctx: PitfallContext, runs: CorrectRuns) -> dict:
     mistake = 'torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "tf32"  # PyTorch\'s default for convs'
     test = guarded_by(backend.name, "test_float32_means_ieee_not_tf32")
     if not has_tf32():
@@ -324,18 +274,3 @@ def measure_tf32(ctx: PitfallContext) -> dict:
         f"forward max abs error vs oracle on {torch.cuda.get_device_name()} ({len(x)} test images)",
         gpu_forward_error(ctx.initial, x, "ieee", variant), gpu_forward_error(ctx.initial, x, "tf32", variant), test,
     )
-
-
-def measure(ctx: PitfallContext) -> list[dict]:
-    """One record per PyTorch pitfall (two for padding), each mistake measured against the correct
-    run from the same start."""
-    short_modern_model, short_modern_accuracy = train_correct_short_modern(ctx)
-    return [
-        measure_initializer(ctx, correct_final_accuracy(ctx)),
-        *measure_loss(ctx, short_modern_accuracy),
-        *measure_padding(ctx),
-        measure_batch_order(ctx),
-        measure_dropout_at_evaluation(ctx, short_modern_model),
-        measure_tf32(ctx),
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
-    ]

@@ -3,33 +3,29 @@
 Every mistake below is one a Keras user would make. Each is written as a small named function or a
 Trainer subclass that changes only what the mistake changes, and each runs in TensorFlow from the
 comparison's own start (ctx.initial, the common batch order), beside the correct run: the
-backend's set_weights, build, Trainer and evaluate. measure() returns one common.pitfalls.record
-per measurement; tests/test_pitfalls_tensorflow.py guards each difference.
+backend's set_weights, build, Trainer and evaluate. Each measure_<difference>(ctx, runs) returns
+its records (common.pitfalls.record); tests/test_pitfalls_tensorflow.py guards each difference.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
-from functools import cached_property
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common import differences, interface, spec
+from common import differences, spec
 from common.data import FashionMNIST, scale_images
 from common.interface import TrainConfig
 from common.pitfalls import (
+    CorrectRuns,
     PitfallContext,
     accuracy_curves,
-    data_parallel_reduction,
-    final_accuracy,
-    final_accuracy_and_curve,
+    batch_order_record,
     guarded_by,
     largest_gap,
-    max_abs_error_vs_oracle,
     record,
     spread,
+    weight_loading_records,
 )
 from common.training import evaluate_with, step_losses
 from common.weights import Weights, check_weights, oihw_to_hwio, to_channels_last
@@ -180,18 +176,22 @@ def tf_data_shuffled_batches(num_examples: int, batch_size: int, seed: int) -> t
     return tf.data.Dataset.range(num_examples).shuffle(num_examples, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
 
-def train_in_tf_data_order(trainer: interface.Trainer, data: FashionMNIST, config: TrainConfig) -> list[float]:
-    """config.epochs epochs of the backend's updates in tf.data's batch order; the per-epoch training losses."""
-    n = len(data.train_labels)
-    batches = tf_data_shuffled_batches(n, config.batch_size, config.seed)
-    losses = []
-    for _ in range(config.epochs):
-        for indices in batches:  # each pass over the dataset reshuffles
-            trainer.step(indices)
-        loss_sum, _ = trainer.epoch_totals()
-        losses.append(loss_sum / n)
-    trainer.sync_model()
-    return losses
+class TfDataOrderTrainer(Trainer):
+    """The backend's Trainer fed tf.data's batches. fit() still hands over the common order's
+    batches; this trainer steps on tf.data's next batch instead (the same sizes: tf.data keeps the
+    last, partial batch too)."""
+
+    def __init__(self, model: keras.Model, data: FashionMNIST, config: TrainConfig):
+        super().__init__(model, data, config)
+        self.dataset = tf_data_shuffled_batches(len(data.train_labels), config.batch_size, config.seed)
+        self.batches = iter(())
+
+    def step(self, batch_indices) -> tf.Tensor:
+        own_batch = next(self.batches, None)
+        if own_batch is None:  # a new pass over the dataset: tf.data shuffles again
+            self.batches = iter(self.dataset)
+            own_batch = next(self.batches)
+        return super().step(own_batch.numpy())
 
 
 # --- Dropout at evaluation -----------------------------------------------------------------------------------
@@ -207,81 +207,15 @@ def forward_in_training_mode(model: keras.Model, x: np.ndarray) -> np.ndarray:
 # --- The measurements -------------------------------------------------------------------------------------------
 
 
-class CorrectRuns:
-    """The correct runs several pitfalls compare with, each trained at most once."""
-
-    def __init__(self, ctx: PitfallContext):
-        self.ctx = ctx
-
-    def start(self, config: TrainConfig) -> keras.Model:
-        """A model of config's variant holding the comparison's initial weights."""
-        model = backend.build(config.variant, config.device)
-        backend.set_weights(model, self.ctx.initial)
-        return model
-
-    @cached_property
-    def _full_run(self) -> tuple[list[dict], Weights]:
-        """The recipe trained here from ctx.initial: its history and its trained weights."""
-        model = self.start(self.ctx.config)
-        history = backend.train(model, self.ctx.data, self.ctx.config)
-        return history, backend.get_weights(model)
-
-    @property
-    def full_history(self) -> list[dict]:
-        """The comparison's own run of the recipe, or the same run trained here when it has none."""
-        return self.ctx.correct_history if self.ctx.correct_history is not None else self._full_run[0]
-
-    @cached_property
-    def trained(self) -> Weights:
-        """Trained weights to load both ways: the comparison's, else those of the full run trained here
-        (the initializer and loss pitfalls need that run anyway), else a short run's."""
-        if self.ctx.trained is not None:
-            return self.ctx.trained
-        if self.ctx.correct_history is None:
-            return self._full_run[1]
-        config = self.ctx.recipe(epochs=self.ctx.short_epochs)
-        model = self.start(config)
-        backend.train(model, self.ctx.data, config)
-        return backend.get_weights(model)
-
-    def final_accuracy(self) -> float:
-        return self.full_history[-1]["test_accuracy"]
-
-    @cached_property
-    def short_modern_run(self) -> tuple[keras.Model, float]:
-        """The correct run of ctx.loss_recipe() (the modern variant, SGD, short): the loss mistake is
-        set against its accuracy, and its dropout layer is what the dropout mistake leaves on."""
-        config = self.ctx.loss_recipe()
-        model = self.start(config)
-        return model, backend.train(model, self.ctx.data, config)[-1]["test_accuracy"]
-
-
-def weight_loading_costs(ctx: PitfallContext, runs: CorrectRuns, difference: str, mistake: str, load_wrongly, test: str) -> list[dict]:
-    """A weight-loading mistake against backend.set_weights: on the forward pass (vs the oracle, from
-    ctx.initial) and on the test accuracy of trained weights."""
-    model = backend.build(ctx.config.variant, ctx.config.device)
-
-    def forward_error(load) -> float:
-        load(model, ctx.initial)
-        return max_abs_error_vs_oracle(backend.forward(model, ctx.probe_x), ctx.initial, ctx.probe_x, ctx.config.variant)
-
-    def test_accuracy(load) -> float:
-        load(model, runs.trained)
-        return backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1]
-
-    metrics = {"forward max abs error vs oracle": forward_error, "test accuracy of the trained weights": test_accuracy}
-    return [record(difference, mistake, backend.name, metric, cost(backend.set_weights), cost(load_wrongly), test) for metric, cost in metrics.items()]
-
-
 def measure_flatten_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    return weight_loading_costs(
+    return weight_loading_records(
         ctx, runs, differences.FLATTEN_ORDER, 'model.get_layer("fc1").kernel.assign(torch_fc1_weight.T)  # columns still C,H,W',
         set_weights_without_flatten_permutation, guarded_by(backend.name, "test_flatten_order_needs_hwc_columns"),
     )
 
 
 def measure_kernel_layout(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    return weight_loading_costs(
+    return weight_loading_records(
         ctx, runs, differences.KERNEL_LAYOUT, 'model.get_layer("conv1").kernel.assign(kernel.reshape(5, 5, 1, 6))  # not .transpose(2, 3, 1, 0)',
         set_weights_with_reshaped_kernels, guarded_by(backend.name, "test_conv_kernels_need_transpose_not_reshape"),
     )
@@ -291,7 +225,7 @@ def features_reaching_fc1(rows) -> int:
     return next(row.shape[0] for row in rows if row.name == "flatten")
 
 
-def measure_padding(ctx: PitfallContext) -> list[dict]:
+def measure_padding(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """Structural: the shapes and parameter count of the network with conv2 padded "same"."""
     correct_model = backend.build(ctx.config.variant, ctx.config.device)
     mistaken_model = with_same_padding_on_conv2(correct_model)
@@ -316,11 +250,11 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """
     keras.utils.set_random_seed(ctx.config.seed)  # Keras's initializers draw from its global seed
     model = backend.build(ctx.config.variant, ctx.config.device)  # no set_weights: Keras's own draw
-    mistaken, curve = final_accuracy_and_curve(Trainer(model, ctx.data, ctx.config), lambda x, y: backend.evaluate(model, x, y), ctx.data, ctx.config)
+    mistaken, curve = runs.mistaken_run(ctx.config, model=model)
     return [
         record(
             differences.INITIALIZER, "model = keras.Sequential([...])  # trained from Keras's own glorot_uniform draw, no set_weights",
-            backend.name, "final test accuracy", runs.final_accuracy(), mistaken,
+            backend.name, "final test accuracy", runs.epoch(ctx.config.epochs)["test_accuracy"], mistaken,
             guarded_by(backend.name, "test_keras_default_init_is_glorot_but_not_the_canonical_start"),
             **accuracy_curves(runs.full_history, curve),
         )
@@ -330,12 +264,11 @@ def measure_initializer(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
 def measure_loss(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """Keras's default from_logits=False on the logits, on the short modern run (common.pitfalls.PitfallContext.loss_recipe)."""
     config = ctx.loss_recipe()
-    model = runs.start(config)
-    mistaken = final_accuracy(KerasDefaultLossTrainer(model, ctx.data, config), lambda x, y: backend.evaluate(model, x, y), ctx.data, config)
+    mistaken, _ = runs.mistaken_run(config, KerasDefaultLossTrainer)
     return [
         record(
             differences.LOSS, "keras.losses.SparseCategoricalCrossentropy()(y, logits)  # from_logits=False on raw logits",
-            backend.name, f"final test accuracy ({config.variant} variant, SGD, {config.epochs} epoch(s))", runs.short_modern_run[1], mistaken,
+            backend.name, f"final test accuracy ({config.variant} variant, SGD, {config.epochs} epoch(s))", runs.history(config)[-1]["test_accuracy"], mistaken,
             guarded_by(backend.name, "test_loss_needs_from_logits"),
         )
     ]
@@ -363,38 +296,17 @@ def measure_optimizer_defaults(ctx: PitfallContext, runs: CorrectRuns) -> list[d
     ]
 
 
-def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
-    """A short Adam run in tf.data's order against the same run in the common order, and the common
-    order of the next seed to show how far batch order alone moves the result.
-
-    Shuffling is not wrong: the cost is that runs in two frameworks stop being comparable step by
-    step, and their results then differ as much as two seeds' do.
-    """
-    config = ctx.recipe(optimizer="adam", lr=0.001, epochs=ctx.short_epochs)
-
-    def in_common_order(config: TrainConfig) -> list[dict]:
-        return backend.train(runs.start(config), ctx.data, config)
-
-    common, other_seed = in_common_order(config), in_common_order(replace(config, seed=config.seed + 1))
-    model = runs.start(config)
-    own_losses = train_in_tf_data_order(Trainer(model, ctx.data, config), ctx.data, config)
-    own_accuracy = backend.evaluate(model, ctx.test_x, ctx.data.test_labels)[1]
-    row = record(
-        differences.BATCH_ORDER, "tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60000, seed=0).batch(128)  # TensorFlow's own order",
-        backend.name, "final test accuracy (Adam, short run)", common[-1]["test_accuracy"], own_accuracy,
+def measure_batch_order(ctx: PitfallContext, runs: CorrectRuns) -> dict:
+    return batch_order_record(
+        ctx, runs, TfDataOrderTrainer, "tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60000, seed=0).batch(128)  # TensorFlow's own order",
         guarded_by(backend.name, "test_batch_order_is_the_common_one"),
     )
-    row["curves"] = dict(
-        common=[e["train_loss"] for e in common], own=own_losses, other_seed=[e["train_loss"] for e in other_seed]
-    )
-    row["other_seed_accuracy"] = other_seed[-1]["test_accuracy"]  # the common order of seed + 1: how far any other order moves it
-    return [row]
 
 
 def measure_dropout_at_evaluation(ctx: PitfallContext, runs: CorrectRuns) -> list[dict]:
     """The short modern run's network, its test set evaluated repeatedly with dropout off
     (training=False) and left on (training=True)."""
-    model = runs.short_modern_run[0]
+    model = runs.trained_model(ctx.loss_recipe())
 
     def accuracies(forward) -> list[float]:
         return [evaluate_with(lambda chunk: forward(model, chunk), ctx.test_x, ctx.data.test_labels)[1] for _ in range(DROPOUT_EVALUATIONS)]
@@ -419,20 +331,3 @@ class MeanOfShardMeansTrainer(distributed.DataParallelTrainer):
 
     def reduce(self, loss_sum: tf.Tensor, examples: tf.Tensor, global_batch_size: tf.Tensor) -> tf.Tensor:
         return tf.math.divide_no_nan(loss_sum, tf.cast(examples * self.strategy.num_replicas_in_sync, loss_sum.dtype))
-
-
-def measure(ctx: PitfallContext) -> list[dict]:
-    """Every TensorFlow/Keras pitfall, each measured against the correct run from the same start."""
-    runs = CorrectRuns(ctx)
-    return [
-        *measure_flatten_order(ctx, runs),
-        *measure_kernel_layout(ctx, runs),
-        *measure_padding(ctx),
-        *measure_initializer(ctx, runs),
-        *measure_loss(ctx, runs),
-        *measure_optimizer_defaults(ctx, runs),
-        *measure_batch_order(ctx, runs),
-        *measure_dropout_at_evaluation(ctx, runs),
-        # The one-process engine: the reduction is the same as across workers, and it starts in seconds.
-        data_parallel_reduction(ctx, backend, distributed.train_data_parallel, REDUCTION_ENGINE, MeanOfShardMeansTrainer, NAIVE_REDUCTION),
-    ]
