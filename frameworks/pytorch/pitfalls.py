@@ -1,10 +1,11 @@
 """What each framework difference costs in PyTorch when a user gets it wrong: the mistakes, made for real.
 
-Each measure_<difference>(ctx, runs) makes a mistake a PyTorch user would make, with PyTorch, from the comparison's own
-start (ctx.initial) on the common batch order, and sets it beside the correct run: the backend's
-own build, set_weights, forward and Trainer, unchanged. Each mistake is a small named function or
-Trainer subclass below that changes only what the mistake changes; tests/test_pitfalls_pytorch.py
-guards each difference (the correct handling matches the oracle, the mistake does not).
+Each measure_<difference>(ctx, runs) makes a mistake a PyTorch user would make, with PyTorch, from
+the comparison's own start (ctx.initial) on the common batch order, and sets it beside the correct
+run (common.pitfalls.CorrectRuns): the backend's own build, set_weights, forward and Trainer,
+unchanged. Each mistake is a small named function or Trainer subclass below that changes only what
+the mistake changes; tests/test_pitfalls_pytorch.py guards each difference (the correct handling
+matches the oracle, the mistake does not).
 """
 
 from __future__ import annotations
