@@ -1,10 +1,11 @@
 """What each MXNet Gluon difference costs when a user gets it wrong, measured for real.
 
 Each measure_<difference>(ctx, runs) makes a mistake a Gluon user would make, with MXNet itself,
-and sets it against the correct run (common.pitfalls.CorrectRuns) from the same start: ctx.initial's weights, the common batch order
-(common.training.fit and step_losses) and the backend's own Trainer. Each mistaken variant is a
-small named function or class here that reuses the backend's pieces and changes only what the
-mistake changes. The shared contract (PitfallContext, record) is common/pitfalls.py.
+and sets it against the correct run (common.pitfalls.CorrectRuns) from the same start: ctx.initial's
+weights, the common batch order (common.training.fit and step_losses) and the backend's own
+Trainer. Each mistaken variant is a small named function or class here that reuses the backend's
+pieces and changes only what the mistake changes. The shared contract (PitfallContext, record) is
+common/pitfalls.py.
 """
 
 from __future__ import annotations
