@@ -169,6 +169,7 @@ def test_cli_summary(backend):
     assert "61,706" in result.stdout and "fc1" in result.stdout
 
 
+@pytest.mark.slow  # a training run in a fresh interpreter: the slow tier's end-to-end check of the CLI
 def test_cli_train_writes_history(backend, fashion_mnist, tmp_path):
     out = tmp_path / "history.json"
     result = run_cli(backend, "train", "--epochs", "1", "--train-subset", "512", "--test-subset", "256", "--json", str(out))
