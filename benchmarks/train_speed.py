@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from common import cpu, runtime
-from common.cli import positive_int
+from common.cli import positive_int, whole_number
+from common.data import FILES
 from common.files import write_json, write_text
 from common.harness import REPO, interpreter
 from frameworks import BACKENDS
@@ -38,6 +39,12 @@ from frameworks import BACKENDS
 TRAINER, DEFAULTS, TUTORIAL = "trainer", "trainer, defaults", "tutorial"
 WITHOUT = "trainer without "
 BENCH_IMAGES = 25600  # 200 steps of 128 after the 20 warm-up steps: long enough to settle, short enough to repeat
+
+
+def training_images(text: str) -> int:
+    """--images: one measured epoch over the first N training images, so at most the training set
+    (checked here, before any process starts, rather than in every measuring process)."""
+    return whole_number(text, 1, FILES["train_images"].count)
 
 
 def loop_env(loop: str) -> dict[str, str]:
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frameworks", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs per framework and loop")
-    parser.add_argument("--images", type=positive_int, default=BENCH_IMAGES, help="training images per measured run, after the warm-up")
+    parser.add_argument("--images", type=training_images, default=BENCH_IMAGES, help="training images per measured run, after the warm-up")
     parser.add_argument("--each-setting", action="store_true", help="also measure the trainer with each runtime setting left out")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)

@@ -37,6 +37,14 @@ def test_table_shows_the_gain_over_the_defaults_the_share_of_the_peak_and_failur
     assert "failed: ImportError: no y" in text
 
 
+def test_more_images_than_the_training_set_is_refused_before_any_run(monkeypatch, capsys):
+    monkeypatch.setattr(train_speed, "run", lambda *args: pytest.fail("a measuring process was started"))
+    with pytest.raises(SystemExit) as exit_info:
+        train_speed.main(["--images", "64000"])
+    assert exit_info.value.code == 2
+    assert "--images: must be a whole number from 1 to 60000, got '64000'" in capsys.readouterr().err
+
+
 def test_each_loop_gets_its_settings_and_each_setting_can_be_left_out():
     assert train_speed.loop_env(train_speed.TRAINER) == {}
     assert train_speed.loop_env(train_speed.DEFAULTS) == train_speed.loop_env(train_speed.TUTORIAL) == {runtime.OPT_OUT: "0"}
