@@ -412,10 +412,12 @@ def measurements(mistakes) -> list[tuple[differences.Difference, Callable]]:
     ]
 
 
-def measure(ctx: PitfallContext, backend, mistakes, train_data_parallel: Callable[[ReplicaJob], dict]) -> list[dict]:
+def measure(ctx: PitfallContext, backend, mistakes, train_data_parallel: Callable[[ReplicaJob], dict] | None) -> list[dict]:
     """Every mistake a framework's pitfalls.py (`mistakes`) makes, measured in the registry's order
-    against the correct runs of one CorrectRuns, then the shared measurements. A measurement returns
-    one record, or a list where a mistake has two measures."""
+    against the correct runs of one CorrectRuns, then the data-parallel reduction through the
+    framework's launcher (train_data_parallel; None leaves out that measurement, which starts
+    replica processes: tests/test_data_parallel.py runs it on its own). A measurement returns one
+    record, or a list where a mistake has two measures."""
     runs = CorrectRuns(backend, ctx)
     records = []
     for _, measurement in measurements(mistakes):
@@ -423,5 +425,6 @@ def measure(ctx: PitfallContext, backend, mistakes, train_data_parallel: Callabl
         records += result if isinstance(result, list) else [result]
     # Measured the same way in every framework, from what its pitfalls.py declares (PITFALLS_API);
     # last in the registry's order too.
-    records.append(data_parallel_reduction(ctx, backend, mistakes, train_data_parallel))
+    if train_data_parallel is not None:
+        records.append(data_parallel_reduction(ctx, backend, mistakes, train_data_parallel))
     return records

@@ -18,7 +18,7 @@ from common.data import load_fashion_mnist
 from common.data_parallel import DISTRIBUTED_API, ReplicaFailed, ReplicaJob, check_engine, run_processes, shard, shard_bounds
 from common.interface import TrainConfig, missing_names
 from common.parity import EPOCH_LOSS_TOL, STEP_LOSS_TOL
-from common.pitfalls import measurements, reduction_gaps
+from common.pitfalls import REDUCTION_TEST, PitfallContext, data_parallel_reduction, measurements
 from common.training import fit, step_losses
 from common.weights import init_weights, load_weights, save_weights
 from frameworks import get_part
@@ -125,11 +125,11 @@ def test_data_parallel_takes_the_global_mean_not_the_mean_of_shard_means(backend
     engine's reduction matches; the naive mean of the shards' means falls outside the tolerance."""
     distributed = distributed_module(backend)
     pitfalls = importlib.import_module(f"frameworks.{backend.name}.pitfalls")
-    config = TrainConfig(epochs=1)  # the d2l recipe: classic (no dropout masks to differ), SGD lr 0.1
-    correct, naive = reduction_gaps(
-        backend, distributed.train_data_parallel, pitfalls.REDUCTION_ENGINE, pitfalls.MeanOfShardMeansTrainer, init_weights(0), config, small_data.source, 5
-    )
-    assert correct <= STEP_LOSS_TOL < naive, (correct, naive)
+    # The d2l recipe: classic (no dropout masks to differ), SGD lr 0.1; the record the pitfalls report shows.
+    ctx = PitfallContext(data=small_data, config=TrainConfig(epochs=1), initial=init_weights(0), first_steps=5)
+    row = data_parallel_reduction(ctx, backend, pitfalls, distributed.train_data_parallel)
+    assert row["correct"] <= STEP_LOSS_TOL < row["mistaken"], row
+    assert (row["difference"], row["framework"], row["test"]) == ("Data-parallel reduction", backend.name, REDUCTION_TEST)
 
 
 def python(code: str) -> list[str]:

@@ -17,7 +17,7 @@ from common.data import FashionMNIST, scale_images
 from common.differences import BY_TITLE
 from common.interface import TrainConfig, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
-from common.pitfalls import REDUCTION_TEST, largest_gap, max_abs_error_vs_oracle, measure
+from common.pitfalls import largest_gap, max_abs_error_vs_oracle, measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,7 +31,7 @@ except BackendUnavailable as err:  # in the mxnet env conftest.py makes this an 
 import mxnet as mx  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
-from frameworks.mxnet import distributed, pitfalls  # noqa: E402
+from frameworks.mxnet import pitfalls  # noqa: E402
 from frameworks.numpy.train import Adam as PyTorchStyleAdam  # noqa: E402
 
 RECORD_KEYS = {"difference", "mistake", "framework", "metric", "correct", "mistaken", "test"}
@@ -208,22 +208,21 @@ def test_forward_runs_dropout_in_predict_mode():
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
     ctx = tiny_pitfall_context
-    records = measure(ctx, backend, pitfalls, distributed.train_data_parallel)
+    records = measure(ctx, backend, pitfalls, None)  # the data-parallel row: tests/test_data_parallel.py
 
-    assert len(records) == 7 and len({r["difference"] for r in records}) == 7
+    assert len(records) == 6 and len({r["difference"] for r in records}) == 6
     for entry in records:
         assert RECORD_KEYS <= set(entry), entry
         assert entry["difference"] in DIFFERENCES
         assert entry["framework"] == "mxnet"
         path, _, test_name = entry["test"].partition("::")
         own_test = path == "tests/test_pitfalls_mxnet.py" and test_name.startswith("test_") and callable(globals().get(test_name))
-        assert own_test or entry["test"] == REDUCTION_TEST, entry["test"]
+        assert own_test, entry["test"]
         assert isinstance(entry["correct"], float), entry
         assert isinstance(entry["mistaken"], (float, str)), entry
 
     by_difference = {entry["difference"]: entry for entry in records}
     assert by_difference["Padding"]["correct"] == 400 and by_difference["Padding"]["mistaken"].startswith("256, then fc1 raises")
     assert by_difference["Dropout at evaluation"]["correct"] == 0.0
-    assert by_difference["Data-parallel reduction"]["correct"] <= STEP_LOSS_TOL < by_difference["Data-parallel reduction"]["mistaken"]
     assert set(by_difference["Batch order"]["curves"]) == {"common", "own", "other_seed"}
     assert all(len(curve) == ctx.short_epochs for curve in by_difference["Batch order"]["curves"].values())

@@ -18,7 +18,7 @@ from common.data import FashionMNIST, batch_order, scale_images
 from common.differences import BY_TITLE
 from common.interface import TrainConfig
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL, relative_error
-from common.pitfalls import REDUCTION_TEST, max_abs_error_vs_oracle, measure
+from common.pitfalls import max_abs_error_vs_oracle, measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,7 +31,7 @@ except BackendUnavailable as err:  # in the pytorch env conftest makes this an e
 
 import torch  # noqa: E402  (only once pytorch imports)
 
-from frameworks.pytorch import distributed, pitfalls  # noqa: E402
+from frameworks.pytorch import pitfalls  # noqa: E402
 from frameworks.pytorch.convert import canonical_params  # noqa: E402
 
 DIFFERENCES = BY_TITLE  # every title a record may carry: the registry's
@@ -215,17 +215,17 @@ def test_float32_means_ieee_not_tf32():
 
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
-    records = measure(tiny_pitfall_context, backend, pitfalls, distributed.train_data_parallel)
+    records = measure(tiny_pitfall_context, backend, pitfalls, None)  # the data-parallel row: tests/test_data_parallel.py
     this_module = sys.modules[__name__]
     for entry in records:
         assert RECORD_KEYS <= set(entry), entry
         assert entry["difference"] in DIFFERENCES and entry["framework"] == "pytorch"
         path, test_name = entry["test"].split("::")
         own_test = path == "tests/test_pitfalls_pytorch.py" and callable(getattr(this_module, test_name, None))
-        assert own_test or entry["test"] == REDUCTION_TEST, entry["test"]
+        assert own_test, entry["test"]
         assert all(isinstance(entry[key], (float, str)) for key in ("correct", "mistaken")), entry
     assert {entry["difference"] for entry in records} == {
-        "Initializer", "Loss", "Padding", "Batch order", "Dropout at evaluation", "Float32 on GPUs (TF32)", "Data-parallel reduction",
+        "Initializer", "Loss", "Padding", "Batch order", "Dropout at evaluation", "Float32 on GPUs (TF32)",
     }
     by_metric = {(entry["difference"], entry["metric"].split(" (")[0]): entry for entry in records}
     assert (by_metric[("Padding", "features reaching fc1")]["correct"], by_metric[("Padding", "features reaching fc1")]["mistaken"]) == (400, 256)
@@ -233,8 +233,6 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
     assert set(curves) == {"common", "own", "other_seed"} and all(len(curve) == 1 for curve in curves.values())
     dropout = next(entry for entry in records if entry["difference"] == "Dropout at evaluation")
     assert dropout["correct"] == 0.0 < dropout["mistaken"]
-    reduction = next(entry for entry in records if entry["difference"] == "Data-parallel reduction")
-    assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
 
 
 def test_adam_eps_is_added_after_the_bias_correction():

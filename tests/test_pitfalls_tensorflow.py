@@ -17,7 +17,7 @@ from common.data import FashionMNIST, batch_order, scale_images
 from common.differences import BY_TITLE
 from common.interface import TrainConfig, param_mismatches, shape_mismatches
 from common.parity import FORWARD_TOL, GRAD_TOL, STEP_LOSS_TOL
-from common.pitfalls import REDUCTION_TEST, measure
+from common.pitfalls import measure
 from common.training import step_losses
 from common.weights import init_weights
 from frameworks import BackendUnavailable, get_backend
@@ -31,11 +31,10 @@ except BackendUnavailable as err:  # in the tensorflow env itself, conftest has 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from frameworks.tensorflow import distributed, pitfalls  # noqa: E402
+from frameworks.tensorflow import pitfalls  # noqa: E402
 
 TENSORFLOW_PITFALLS = (
     "Flatten order", "Kernel layout", "Padding", "Initializer", "Loss", "Optimizer defaults", "Batch order", "Dropout at evaluation",
-    "Data-parallel reduction",
 )
 RECORD_KEYS = ("difference", "mistake", "framework", "metric", "correct", "mistaken", "test")
 
@@ -182,7 +181,7 @@ def test_dropout_is_off_at_evaluation():
 
 @pytest.mark.slow
 def test_measure_records_every_pitfall(tiny_pitfall_context):
-    records = measure(tiny_pitfall_context, backend, pitfalls, distributed.train_data_parallel)
+    records = measure(tiny_pitfall_context, backend, pitfalls, None)  # the data-parallel row: tests/test_data_parallel.py
     json.dumps(records)  # they travel in summary.json
 
     for row in records:
@@ -192,7 +191,7 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
         assert all(isinstance(row[key], (int, float, str)) for key in ("correct", "mistaken")), row
         test_file, test_name = row["test"].split("::")
         own_test = test_file == "tests/test_pitfalls_tensorflow.py" and test_name.startswith("test_") and callable(globals().get(test_name))
-        assert own_test or row["test"] == REDUCTION_TEST, row
+        assert own_test, row
     assert sorted({row["difference"] for row in records}) == sorted(TENSORFLOW_PITFALLS)
 
     by_metric = {(row["difference"], row["metric"]): row for row in records}
@@ -200,8 +199,6 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
         forward = by_metric[difference, "forward max abs error vs oracle (initial weights, probe batch)"]
         assert forward["correct"] <= FORWARD_TOL < forward["mistaken"]
     assert (by_metric["Padding", "parameters"]["correct"], by_metric["Padding", "parameters"]["mistaken"]) == (61706, 107786)
-    [reduction] = [row for row in records if row["difference"] == "Data-parallel reduction"]
-    assert reduction["correct"] <= STEP_LOSS_TOL < reduction["mistaken"]
     assert by_metric["Dropout at evaluation", "test-accuracy spread over 5 evaluations"]["correct"] == 0
     [adam] = [row for row in records if row["difference"] == "Optimizer defaults"]
     assert adam["correct"] <= STEP_LOSS_TOL
