@@ -251,15 +251,10 @@ def weight_loading_records(ctx: PitfallContext, runs: CorrectRuns, difference, m
     ]
 
 
-def final_accuracy(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> float | str:
-    """Train with the common loop and return the final test accuracy, or "diverged (...)" when the
-    loss leaves the rails (a mistake's effect is then the divergence itself)."""
-    return final_accuracy_and_curve(trainer, evaluate, data, config)[0]
-
-
 def final_accuracy_and_curve(trainer, evaluate, data: FashionMNIST, config: TrainConfig) -> tuple[float | str, list[float]]:
-    """final_accuracy, and the test accuracy after each epoch that finished: a record's curve
-    (record(..., curves={"correct": ..., "mistaken": ...}, curve_label="test accuracy"))."""
+    """Train with the common loop: the final test accuracy, or "diverged: ..." when the loss leaves
+    the rails (a mistake's effect is then the divergence itself), and the test accuracy after each
+    epoch that finished, a record's curve (record(..., curves={"correct": ..., "mistaken": ...}))."""
     curve: list[float] = []
     try:
         history = fit(trainer, evaluate, data, config, on_epoch=lambda epoch: curve.append(epoch["test_accuracy"]))

@@ -2,9 +2,10 @@
 
 Each measure_<difference>(ctx, runs) makes a mistake a Flax NNX + optax user would make, runs it
 with JAX, and sets it beside the correct run from the same start (ctx.initial, the common batch
-order, the backend's own Trainer; `runs` is common.pitfalls.CorrectRuns). Each mistake is one small named function or Trainer subclass below; everything else is
-the backend's own code (build, set_weights, forward, evaluate, Trainer), so a record measures the
-mistake and nothing more. tests/test_pitfalls_jax.py guards each difference against its mistake.
+order, the backend's own Trainer; `runs` is common.pitfalls.CorrectRuns). Each mistake is one
+small named function or Trainer subclass below; everything else is the backend's own code (build,
+set_weights, forward, evaluate, Trainer), so a record measures the mistake and nothing more.
+tests/test_pitfalls_jax.py guards each difference against its mistake.
 """
 
 from __future__ import annotations

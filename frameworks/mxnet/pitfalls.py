@@ -46,7 +46,7 @@ DROPOUT_EVALUATIONS = 5
 
 def last_epoch_or_divergence(trainer, model, ctx: PitfallContext, config: TrainConfig) -> dict | str:
     """The last history entry of a run with the common loop, or the divergence text
-    (common.pitfalls.final_accuracy's rule, for a metric other than the accuracy)."""
+    (common.pitfalls.final_accuracy_and_curve's rule, for a metric other than the accuracy)."""
     try:
         return fit(trainer, lambda x, y: backend.evaluate(model, x, y), ctx.data, config)[-1]
     except TrainingDiverged as err:
