@@ -10,7 +10,8 @@ recipe, batch 128, float32:
 - "trainer, defaults": the same Trainer with every framework default (LENET_TUNE_PROCESS=0);
 - "tutorial": the loop a d2l reader writes (benchmarks/tutorial/<name>.py), with the defaults;
 - with --each-setting, "trainer without NAME": the trainer with one setting left at its default
-  (LENET_TUNE_SKIP=NAME), so each setting's worth is measured on its own.
+  (LENET_TUNE_SKIP=NAME), or turned off where the default depends on the CPU (oneDNN), so each
+  setting's worth is measured on its own.
 
 Runs are repeated with the loops taking turns (A, B, C, A, B, C, ...), so a neighbour's load
 falls on all of them alike, and the table shows each loop's median run and its range. The share
@@ -47,13 +48,23 @@ def training_images(text: str) -> int:
     return whole_number(text, 1, FILES["train_images"].count)
 
 
-def loop_env(loop: str) -> dict[str, str]:
+def loop_env(framework: str, loop: str) -> dict[str, str]:
     """The environment that makes a process run `loop`'s settings."""
     if loop in (DEFAULTS, TUTORIAL):
         return {runtime.OPT_OUT: "0"}
     if loop.startswith(WITHOUT):
-        return {runtime.SKIP: loop.removeprefix(WITHOUT)}
+        name = loop.removeprefix(WITHOUT)
+        left_out = next(setting for setting in runtime.settings(framework) if setting.name == name)
+        return {runtime.SKIP: name, **left_out.off}
     return {}
+
+
+def left_out(setting: runtime.Setting) -> str:
+    """How the "trainer without" run differs: the setting's variables unset, or spelled "off"."""
+    chosen = ", ".join(f"{k}={v}" for k, v in setting.variables.items()) or "mallopt"
+    if setting.off:
+        return f"{setting.name}: {', '.join(f'{k}={v}' for k, v in setting.off.items())} instead of {chosen} ({setting.why})"
+    return f"{setting.name}: {chosen} left out ({setting.why})"
 
 
 def loops(framework: str, each_setting: bool) -> list[str]:
@@ -67,7 +78,7 @@ def run(framework: str, loop: str, out: Path, images: int) -> dict:
     result_path = out / f"{framework}-{loop.replace(' ', '-').replace(',', '')}.json"
     # The tuning variables of the parent (if any) must not leak into a loop that should not have them.
     env = {k: v for k, v in os.environ.items() if k not in (runtime.OPT_OUT, runtime.SKIP)}
-    env.update(loop_env(loop))
+    env.update(loop_env(framework, loop))
     process = subprocess.run(
         [interpreter(framework), "-m", "benchmarks.measure", framework, TUTORIAL if loop == TUTORIAL else TRAINER, str(result_path), str(images)],
         cwd=REPO, env=env, capture_output=True, text=True,
@@ -126,8 +137,7 @@ def defaults_that_cost(results: list[dict]) -> dict[str, list[dict]]:
             continue
         rows = []
         for loop, setting in [(DEFAULTS, "every framework default (LENET_TUNE_PROCESS=0)")] + [
-            (WITHOUT + s.name, f"{s.name}: {', '.join(f'{k}={v}' for k, v in s.variables.items()) or 'mallopt'} left out ({s.why})")
-            for s in runtime.settings(framework)
+            (WITHOUT + s.name, left_out(s)) for s in runtime.settings(framework)
         ]:
             if (framework, loop) in by_key:
                 rows.append(dict(setting=setting, default_images_per_second=by_key[framework, loop]["images_per_second"],

@@ -252,7 +252,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         "cpu_defaults",
         "CPU defaults",
         "Frameworks choose kernels and thread pools from the CPU: TensorFlow turns its oneDNN kernels on by default only on "
-        "AVX-512-class CPUs, and thread pools left alone can share a core. The numbers stay the same; the speed does not.",
+        "CPUs with VNNI, BF16 or AMX instructions (not on an AVX2 CPU), and thread pools left alone can share a core. "
+        "The numbers stay the same; the speed does not.",
         {
             name: Handling(
                 ("common/runtime.py::settings",),
@@ -261,7 +262,7 @@ DIFFERENCES: tuple[Difference, ...] = (
             )
             for name in FRAMEWORKS
         },
-        'tune_process("tensorflow")  # TF_ENABLE_ONEDNN_OPTS=1 on an AVX2 CPU', "import tensorflow  # oneDNN off on an AVX2 CPU",
+        'tune_process("tensorflow")  # TF_ENABLE_ONEDNN_OPTS=1 on every AVX2 CPU', "import tensorflow  # oneDNN off on an AVX2 CPU",
         measured_by="tox -e bench",  # benchmarks/train_speed.py; a later comparison on the same CPU shows its figures
     ),
 )

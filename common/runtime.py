@@ -33,6 +33,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from
 _MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD_BYTES = 1 << 30
 
+# TensorFlow's Linux x86 builds carry oneDNN but turn it on by default only on a CPU with one of
+# these instruction sets for int8 and bfloat16 math (DefaultOneDnnPolicy in tensorflow/core/util/
+# port.cc). An AVX2 CPU, or an AVX-512 one without VNNI, gets Eigen's slower kernels instead.
+TF_ONEDNN_BY_DEFAULT = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
 OPT_OUT = "LENET_TUNE_PROCESS"  # set to 0 for the frameworks' defaults
 SKIP = "LENET_TUNE_SKIP"  # comma-separated Setting names to leave at the framework's default
 THREADS = "LENET_THREADS"  # threads for this process; default: every core it may run on
@@ -44,6 +49,10 @@ class Setting:
     name: str  # what LENET_TUNE_SKIP and the benchmark call it
     why: str  # one line: what the default does wrong here, and what the setting changes
     variables: dict[str, str] = field(default_factory=dict)  # environment read when the framework loads
+    # What the benchmark's "trainer without NAME" run sets instead. Empty: nothing, the framework's
+    # default. A setting whose default depends on the CPU is measured against its "off" spelled
+    # out, so that the cost of the default shows on every CPU, not only where the default is off.
+    off: dict[str, str] = field(default_factory=dict)
 
 
 def threads_wanted(total_cores: int = PROCESS_CORES) -> int:
@@ -70,12 +79,11 @@ def settings(framework: str, cpu: cpu_facts.CPU | None = None, threads: int | No
             chosen.append(Setting("threads", f"{threads} of {cpu.cores} cores", {"OMP_NUM_THREADS": str(threads)}))
     elif framework == "tensorflow":
         if isa in ("avx2", "avx512f"):
-            # TensorFlow's x86 builds carry oneDNN, but turn it on by default only on CPUs with
-            # AVX-512-class features; on an AVX2 CPU its convolutions then run on Eigen's slower kernels.
-            chosen.append(Setting(
-                "onednn", f"this CPU has {isa}; TensorFlow enables its oneDNN kernels by default only on AVX-512-class CPUs",
-                {"TF_ENABLE_ONEDNN_OPTS": "1"},
-            ))
+            # oneDNN on, whatever TensorFlow would choose for this CPU (TF_ONEDNN_BY_DEFAULT above).
+            own_choice = [flag for flag in TF_ONEDNN_BY_DEFAULT if flag in cpu.flags]
+            why = (f"TensorFlow turns oneDNN on by itself here (this CPU has {', '.join(own_choice)}), but leaves it off on CPUs without VNNI, BF16 or AMX"
+                   if own_choice else f"TensorFlow leaves oneDNN off on a CPU without VNNI, BF16 or AMX, as this one ({isa}): Eigen's kernels run instead")
+            chosen.append(Setting("onednn", why, {"TF_ENABLE_ONEDNN_OPTS": "1"}, off={"TF_ENABLE_ONEDNN_OPTS": "0"}))
         if threads != cpu.cores:
             chosen.append(Setting(
                 "threads", f"{threads} of {cpu.cores} cores",

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import train_speed
 from benchmarks.measure import measure
-from common import runtime
+from common import cpu, runtime
 
 PEAK = dict(images_per_second=10000.0)
 
@@ -46,11 +46,22 @@ def test_more_images_than_the_training_set_is_refused_before_any_run(monkeypatch
 
 
 def test_each_loop_gets_its_settings_and_each_setting_can_be_left_out():
-    assert train_speed.loop_env(train_speed.TRAINER) == {}
-    assert train_speed.loop_env(train_speed.DEFAULTS) == train_speed.loop_env(train_speed.TUTORIAL) == {runtime.OPT_OUT: "0"}
+    assert train_speed.loop_env("mxnet", train_speed.TRAINER) == {}
+    defaults = train_speed.loop_env("mxnet", train_speed.DEFAULTS)
+    assert defaults == train_speed.loop_env("mxnet", train_speed.TUTORIAL) == {runtime.OPT_OUT: "0"}
     names = [setting.name for setting in runtime.settings("mxnet")]
     each = train_speed.loops("mxnet", each_setting=True)
-    assert [train_speed.loop_env(loop)[runtime.SKIP] for loop in each[3:]] == names
+    assert [train_speed.loop_env("mxnet", loop) for loop in each[3:]] == [{runtime.SKIP: name} for name in names]
+
+
+def test_a_default_that_depends_on_the_cpu_is_measured_turned_off(monkeypatch):
+    # On a CPU where TensorFlow turns oneDNN on by itself, leaving the setting out would measure
+    # nothing; the run without it turns oneDNN off, as TensorFlow's default is on other CPUs.
+    vnni = cpu.CPU(model="x", flags=frozenset({"avx2", "fma", "avx512f", "avx512_vnni"}), cores=2, ghz=2.0, clock_source="test")
+    monkeypatch.setattr(cpu, "detect", lambda: vnni)
+    assert train_speed.loop_env("tensorflow", train_speed.WITHOUT + "onednn") == {runtime.SKIP: "onednn", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    onednn = next(s for s in runtime.settings("tensorflow") if s.name == "onednn")
+    assert train_speed.left_out(onednn).startswith("onednn: TF_ENABLE_ONEDNN_OPTS=0 instead of TF_ENABLE_ONEDNN_OPTS=1 (")
 
 
 def test_the_cost_of_each_default_is_recorded_for_the_report():

@@ -53,6 +53,15 @@ def test_tensorflow_gets_onednn_where_its_kernels_fit_the_cpu():
     assert variables(EPYC, threads=1)["TF_NUM_INTRAOP_THREADS"] == "1"
 
 
+def test_the_onednn_setting_says_whether_tensorflow_would_have_chosen_it():
+    def onednn(cpuinfo: str) -> runtime.Setting:
+        return next(s for s in runtime.settings("tensorflow", two_cores(cpuinfo), 2) if s.name == "onednn")
+
+    assert "leaves oneDNN off on a CPU without VNNI" in onednn(EPYC).why  # AVX2 only: TensorFlow's default is Eigen
+    assert "turns oneDNN on by itself here (this CPU has avx512_vnni)" in onednn(XEON).why
+    assert onednn(EPYC).off == onednn(XEON).off == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # what the benchmark compares with
+
+
 def test_one_thread_per_process_reaches_every_framework(monkeypatch):
     monkeypatch.setenv(runtime.THREADS, "1")
     machine = two_cores(EPYC)
