@@ -13,8 +13,9 @@ recipe, batch 128, float32:
   (LENET_TUNE_SKIP=NAME), or turned off where the default depends on the CPU (oneDNN), so each
   setting's worth is measured on its own.
 
-Runs are repeated with the loops taking turns (A, B, C, A, B, C, ...), so a neighbour's load
-falls on all of them alike, and the table shows each loop's median run and its range. The share
+Runs are repeated with the loops taking turns, each round starting one loop further along (A, B,
+C; B, C, A; ...), so a neighbour's load and the position in the round fall on all of them alike,
+and the table shows each loop's median run and its range, and each ratio round by round. The share
 of the fp32 peak comes from the CPU's own flags, cores and clock (common/cpu.py). Prints a
 Markdown table and writes it, with the JSON, under --out. Figures only: nothing here asserts a speed.
 """
@@ -74,6 +75,13 @@ def loops(framework: str, each_setting: bool) -> list[str]:
     return chosen
 
 
+def turn_order(framework_loops: list[str], round_number: int) -> list[str]:
+    """The loops in turn, each round starting one further along: no loop always runs first after
+    another framework's runs, or always right after the same neighbour."""
+    shift = round_number % len(framework_loops)
+    return framework_loops[shift:] + framework_loops[:shift]
+
+
 def run(framework: str, loop: str, out: Path, images: int) -> dict:
     result_path = out / f"{framework}-{loop.replace(' ', '-').replace(',', '')}.json"
     # The tuning variables of the parent (if any) must not leak into a loop that should not have them.
@@ -98,13 +106,28 @@ def median_run(runs: list[dict]) -> dict:
     middle = ordered[(len(ordered) - 1) // 2]
     return dict(
         middle, images_per_second=statistics.median(r["images_per_second"] for r in done), runs=[r["images_per_second"] for r in done],
+        per_round=[r.get("images_per_second") for r in runs],  # None for a round whose run failed
         peak_rss_mb=max(r["peak_rss_mb"] for r in done),
     )
 
 
+def ratio(run: dict, baseline: dict | None) -> str:
+    """run's median images/s over baseline's, and in brackets the range of the same ratio taken
+    round by round (each run against the baseline's run of its own round, since the loops take
+    turns). A range that spans 1.00x says the difference is within this machine's noise."""
+    if not baseline or "error" in baseline:
+        return ""
+    text = f"{run['images_per_second'] / baseline['images_per_second']:.2f}x"
+    per_round = [a / b for a, b in zip(run["per_round"], baseline["per_round"]) if a and b]
+    if len(per_round) > 1:
+        text += f" ({min(per_round):.2f}-{max(per_round):.2f})"
+    return text
+
+
 def table(results: list[dict], peak: dict) -> str:
     lines = [
-        "| framework | loop | images/s (median) | range | warm-up s | peak RSS MB | % of fp32 peak | vs. trainer with defaults | trainer vs. tutorial |",
+        "| framework | loop | images/s (median) | range | warm-up s | peak RSS MB | % of fp32 peak "
+        "| vs. trainer with defaults (per round) | trainer vs. tutorial (per round) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["framework"], r["loop"]): r for r in results}
@@ -112,14 +135,12 @@ def table(results: list[dict], peak: dict) -> str:
         if "error" in r:
             lines.append(f"| {r['framework']} | {r['loop']} | failed: {r['error']} | | | | | | |")
             continue
-        defaults = by_key.get((r["framework"], DEFAULTS), {}).get("images_per_second")
-        ratio = f"{r['images_per_second'] / defaults:.2f}x" if defaults and r["loop"] != DEFAULTS else ""
-        tutorial = by_key.get((r["framework"], TUTORIAL), {}).get("images_per_second")
-        over_tutorial = f"{r['images_per_second'] / tutorial:.2f}x" if tutorial and r["loop"] == TRAINER else ""
+        over_defaults = ratio(r, by_key.get((r["framework"], DEFAULTS))) if r["loop"] != DEFAULTS else ""
+        over_tutorial = ratio(r, by_key.get((r["framework"], TUTORIAL))) if r["loop"] == TRAINER else ""
         share = cpu.share_of_peak(r["images_per_second"], peak)
         lines.append(
             f"| {r['framework']} | {r['loop']} | {r['images_per_second']:,.0f} | {min(r['runs']):,.0f}-{max(r['runs']):,.0f} "
-            f"| {r['warmup_seconds']:.2f} | {r['peak_rss_mb']:,.0f} | {'-' if share is None else f'{100 * share:.1f}'} | {ratio} | {over_tutorial} |"
+            f"| {r['warmup_seconds']:.2f} | {r['peak_rss_mb']:,.0f} | {'-' if share is None else f'{100 * share:.1f}'} | {over_defaults} | {over_tutorial} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -157,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     peak = cpu.fp32_peak()
     runs = {(framework, loop): [] for framework in args.frameworks for loop in loops(framework, args.each_setting)}
-    for _ in range(args.repeats):
-        for (framework, loop), done in runs.items():
-            done.append(run(framework, loop, args.out.resolve(), args.images))
+    for round_number in range(args.repeats):
+        for framework in args.frameworks:
+            for loop in turn_order(loops(framework, args.each_setting), round_number):
+                runs[framework, loop].append(run(framework, loop, args.out.resolve(), args.images))
     results = [median_run(done) for done in runs.values()]
     markdown = table(results, peak)
     print(

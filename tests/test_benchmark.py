@@ -32,9 +32,24 @@ def test_table_shows_the_gain_over_the_defaults_the_share_of_the_peak_and_failur
         dict(framework="y", loop="trainer", error="ImportError: no y"),
     ]
     text = train_speed.table(results, PEAK)
-    assert "| x | trainer | 2,750 | 2,500-3,000 | 1.00 | 500 | 27.5 | 2.75x | 1.83x |" in text
+    assert "| x | trainer | 2,750 | 2,500-3,000 | 1.00 | 500 | 27.5 | 2.75x | 1.83x |" in text  # one round to compare: no range
     assert "| x | trainer, defaults | 1,000 | 1,000-1,000 | 1.00 | 500 | 10.0 |  |  |" in text
     assert "failed: ImportError: no y" in text
+
+
+def test_ratios_are_also_taken_round_by_round_skipping_failed_runs():
+    trainer = train_speed.median_run([run(train_speed.TRAINER, 3000.0), run(train_speed.TRAINER, 2000.0), run(train_speed.TRAINER, 2400.0)])
+    defaults = train_speed.median_run([run(train_speed.DEFAULTS, 2000.0), dict(framework="x", loop=train_speed.DEFAULTS, error="killed"),
+                                       run(train_speed.DEFAULTS, 2400.0)])
+    assert defaults["per_round"] == [2000.0, None, 2400.0]
+    # Medians 2,400 over 2,200; round 1: 1.50x, round 2 has no defaults run, round 3: 1.00x.
+    assert train_speed.ratio(trainer, defaults) == "1.09x (1.00-1.50)"
+    assert train_speed.ratio(trainer, None) == ""
+
+
+def test_each_round_starts_one_loop_further_along():
+    order = ["a", "b", "c"]
+    assert [train_speed.turn_order(order, r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
 
 
 def test_more_images_than_the_training_set_is_refused_before_any_run(monkeypatch, capsys):
