@@ -62,7 +62,7 @@ def loop_env(framework: str, loop: str) -> dict[str, str]:
 
 def left_out(setting: runtime.Setting) -> str:
     """How the "trainer without" run differs: the setting's variables unset, or spelled "off"."""
-    chosen = ", ".join(f"{k}={v}" for k, v in setting.variables.items()) or "mallopt"
+    chosen = ", ".join(f"{k}={v}" for k, v in setting.variables.items())
     if setting.off:
         return f"{setting.name}: {', '.join(f'{k}={v}' for k, v in setting.off.items())} instead of {chosen} ({setting.why})"
     return f"{setting.name}: {chosen} left out ({setting.why})"

@@ -13,7 +13,6 @@ from the CPU's flags and core count read at run time (common/cpu.py).
 
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass, field
 
@@ -24,15 +23,6 @@ cores = cpu_facts.cores  # data_parallel and older callers import it from here
 # later binds the main thread to one core, after which the affinity mask says 1.
 PROCESS_CORES = cores()
 
-# glibc's malloc hands every block over 128 KiB back to the OS when it is freed, so each training
-# step's activations (2.4 MB for conv1's output) arrive as fresh pages that the kernel must fault
-# in and zero, every step: slower epochs that vary from one process to the next. Serving such
-# blocks from the heap and keeping freed memory for reuse avoids that. (The other frameworks
-# pool their own buffers; it does them no harm.)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers, from glibc's malloc.h
-_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's ceiling for this setting on 64-bit
-_TRIM_THRESHOLD_BYTES = 1 << 30
-
 # TensorFlow's Linux x86 builds carry oneDNN but turn it on by default only on a CPU with one of
 # these instruction sets for int8 and bfloat16 math (DefaultOneDnnPolicy in tensorflow/core/util/
 # port.cc). An AVX2 CPU, or an AVX-512 one without VNNI, gets Eigen's slower kernels instead.
@@ -41,7 +31,6 @@ TF_ONEDNN_BY_DEFAULT = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "a
 OPT_OUT = "LENET_TUNE_PROCESS"  # set to 0 for the frameworks' defaults
 SKIP = "LENET_TUNE_SKIP"  # comma-separated Setting names to leave at the framework's default
 THREADS = "LENET_THREADS"  # threads for this process; default: every core it may run on
-KEEP_FREED_MEMORY = "malloc-keep-freed"
 
 
 @dataclass(frozen=True)
@@ -66,10 +55,7 @@ def settings(framework: str, cpu: cpu_facts.CPU | None = None, threads: int | No
     cpu = cpu or cpu_facts.detect()
     threads = threads or threads_wanted(cpu.cores)
     isa = cpu_facts.vector_isa(cpu.flags)
-    chosen = [Setting(
-        KEEP_FREED_MEMORY,
-        "glibc returns freed blocks over 128 KiB to the OS, so every step page-faults its activations in afresh",
-    )]
+    chosen = []
     if framework == "pytorch":
         chosen.append(Setting(
             "omp-proc-bind", "unpinned, PyTorch's OpenMP threads sometimes share one core for a whole run",
@@ -112,15 +98,6 @@ def thread_settings(framework: str) -> dict[str, str]:
     return {name: value for setting in settings(framework) for name, value in setting.variables.items()}
 
 
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to reuse freed blocks (see above); False where there is no glibc."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
-
-
 ACTIVE: list[str] = []  # the Setting names tune_process applied in this process, for the worker's result
 
 
@@ -136,8 +113,6 @@ def tune_process(framework: str) -> dict[str, str]:
     applied = {}
     for setting in settings(framework):
         if setting.name in skipped:
-            continue
-        if setting.name == KEEP_FREED_MEMORY and not keep_freed_memory():
             continue
         ACTIVE.append(setting.name)
         applied.update({name: value for name, value in setting.variables.items() if name not in os.environ})

@@ -39,7 +39,7 @@ def framework_entry(index: int, offset: float) -> dict:
         ],
         step_losses=[loss + offset for loss in STEP_LOSSES],
         speed=dict(train_images_per_second=20451.3 - 1000 * index, warmup_seconds=1.27 + index, eval_images_per_second=51234.0,
-                   peak_rss_mb=427.4 + index, threads=1, settings=["malloc-keep-freed"]),
+                   peak_rss_mb=427.4 + index, threads=1, settings=["omp-proc-bind"]),
     )
 
 
@@ -77,10 +77,10 @@ def test_speed_table_shows_each_frameworks_numbers():
     speed = table_rows(summary, "Speed in this run")
     assert speed["pytorch"] == {
         "framework": "pytorch", "threads": "1", "training images/s": "20,451", "% of fp32 peak": "58.9", "warm-up/compile s": "1.27",
-        "evaluation images/s": "51,234", "peak resident memory MB": "427", "runtime settings (common/runtime.py)": "malloc-keep-freed",
+        "evaluation images/s": "51,234", "peak resident memory MB": "427", "runtime settings (common/runtime.py)": "omp-proc-bind",
     }
     assert speed["mxnet"]["warm-up/compile s"] == "4.27"
-    assert "| pytorch | 1 | 20,451 | 58.9 | 1.27 | 51,234 | 427 | malloc-keep-freed |" in markdown(summary)
+    assert "| pytorch | 1 | 20,451 | 58.9 | 1.27 | 51,234 | 427 | omp-proc-bind |" in markdown(summary)
     assert "157 GFLOP/s = 2 cores x 2.45 GHz" in markdown(summary)
     assert "<td>20,451</td>" in html_page(summary, b"")
 
