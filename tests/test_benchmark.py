@@ -87,6 +87,7 @@ def test_the_cost_of_each_default_is_recorded_for_the_report():
     assert "MXNET_ENGINE_TYPE=NaiveEngine" in rows[1]["setting"]
 
 
+@pytest.mark.slow  # trains twice per framework: 4 to 7 s of the fast tier's minute
 @pytest.mark.usefixtures("fashion_mnist")  # measures on the real data; skips without it
 @pytest.mark.parametrize("loop", ["trainer", "tutorial"])
 def test_measure_trains_and_times_both_loops(backend, loop):
