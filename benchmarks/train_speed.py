@@ -55,8 +55,8 @@ def loop_env(framework: str, loop: str) -> dict[str, str]:
         return {runtime.OPT_OUT: "0"}
     if loop.startswith(WITHOUT):
         name = loop.removeprefix(WITHOUT)
-        left_out = next(setting for setting in runtime.settings(framework) if setting.name == name)
-        return {runtime.SKIP: name, **left_out.off}
+        setting = next(setting for setting in runtime.settings(framework) if setting.name == name)
+        return {runtime.SKIP: name, **setting.off}
     return {}
 
 

@@ -257,7 +257,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         {
             name: Handling(
                 ("common/runtime.py::settings",),
-                _tests("test_cpu.py", "test_tensorflow_gets_onednn_where_its_kernels_fit_the_cpu")
+                _tests("test_cpu.py", "test_tensorflow_gets_onednn_where_its_kernels_fit_the_cpu",
+                       "test_the_onednn_setting_says_whether_tensorflow_would_have_chosen_it")
                 + _tests("test_runtime.py", "test_a_loaded_backend_runs_with_its_settings"),
             )
             for name in FRAMEWORKS
