@@ -91,8 +91,10 @@ def test_distributed_and_pitfalls_modules_fulfil_their_contracts(backend):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("replicas", [2, 3])
-def test_every_engine_equals_one_replica(backend, small_data, tmp_path, replicas):
+def test_every_engine_equals_one_replica(backend, small_data, tmp_path):
+    # 3 replicas: shards of 43/43/42, the split where a wrong reduction shows. An even split, 2
+    # replicas of the default engine, runs in the parity env (compare.py --quick --replicas 2).
+    replicas = 3
     distributed = distributed_module(backend)
     config = TrainConfig(epochs=1, lr=0.5, seed=4)
     initial = save_weights(init_weights(config.seed), tmp_path / "initial.npz")
