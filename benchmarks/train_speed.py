@@ -62,10 +62,13 @@ def loop_env(framework: str, loop: str) -> dict[str, str]:
 
 def left_out(setting: runtime.Setting) -> str:
     """How the "trainer without" run differs: the setting's variables unset, or spelled "off"."""
-    chosen = ", ".join(f"{k}={v}" for k, v in setting.variables.items())
+
+    def assignments(variables: dict[str, str]) -> str:
+        return ", ".join(f"{name}={value}" for name, value in variables.items())
+
     if setting.off:
-        return f"{setting.name}: {', '.join(f'{k}={v}' for k, v in setting.off.items())} instead of {chosen} ({setting.why})"
-    return f"{setting.name}: {chosen} left out ({setting.why})"
+        return f"{setting.name}: {assignments(setting.off)} instead of {assignments(setting.variables)} ({setting.why})"
+    return f"{setting.name}: {assignments(setting.variables)} left out ({setting.why})"
 
 
 def loops(framework: str, each_setting: bool) -> list[str]:

@@ -56,7 +56,8 @@ def test_each_correct_run_is_trained_once_and_a_shorter_one_is_read_from_a_longe
 
 def test_the_comparisons_own_run_is_never_trained_again(tiny_context):
     backend = CountingBackend()
-    history = backend.oracle.train(_start(backend, tiny_context), tiny_context.data, tiny_context.config)
+    model = CorrectRuns(backend.oracle, tiny_context).start(tiny_context.config)  # trained uncounted: the comparison's run
+    history = backend.oracle.train(model, tiny_context.data, tiny_context.config)
     ctx = replace(tiny_context, correct_history=history, trained=init_weights(3))
     runs = CorrectRuns(backend, ctx)
     assert runs.full_history is history and runs.epoch(1) is history[0]
@@ -87,9 +88,3 @@ def test_measurements_come_in_the_registrys_order_and_a_misnamed_one_is_refused(
     mistakes.measure_adam_eps = measure  # no registry entry has this key
     with pytest.raises(TypeError, match="measure_adam_eps"):
         measurements(mistakes)
-
-
-def _start(backend, ctx):
-    model = backend.build(ctx.config.variant)
-    backend.set_weights(model, ctx.initial)
-    return model

@@ -170,7 +170,7 @@ def test_measure_records_every_pitfall(tiny_pitfall_context):
         assert isinstance(r["correct"], float) and isinstance(r["mistaken"], float | str), r
         assert "\n" not in r["mistake"] and len(r["mistake"]) < 100
         path, name = r["test"].split("::")
-        assert (path == THIS_FILE and name.startswith("test_") and callable(globals().get(name))), r["test"]
+        assert path == THIS_FILE and name.startswith("test_") and callable(globals().get(name)), r["test"]
     padding = next(r for r in records if r["metric"] == "features reaching fc1")
     assert (padding["correct"], padding["mistaken"]) == (400.0, 784.0)
     assert set(next(r for r in records if r["difference"] == "Batch order")["curves"]) == {"common", "own", "other_seed"}
